@@ -1,0 +1,126 @@
+r"""Runs every point of a config's `sweep(add)` and writes one results table.
+
+  python -m experiments.sweep --config=configs/sft.py:tiny --workdir=runs/sw \
+      [--parallel=2] [--print_commands]
+
+Each point is an independent run in `<workdir>/<name>/`: finished points
+(with `summary.json`) are skipped, interrupted ones resume. With
+`--print_commands` the commands are printed, one per line, for a cluster's
+own scheduler, and nothing runs. The table goes to `results.md` and
+`results.csv`.
+"""
+
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+from experiments import builders
+from experiments import report
+
+_CONFIG = flags.DEFINE_string('config', None, 'Config file `path.py[:arg]`.',
+                              required=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Sweep root.', required=True)
+_PARALLEL = flags.DEFINE_integer('parallel', 1, 'Runs at once (processes).')
+_PRINT = flags.DEFINE_bool('print_commands', False,
+                           'Print the run commands and exit.')
+_SWEEP_ARG = flags.DEFINE_string('sweep_arg', None, 'Passed to sweep().')
+
+
+def points(spec: str, sweep_arg=None) -> list[dict]:
+  """The override dicts of the config's `sweep(add)`, keys validated."""
+  module, arg = builders.load_config_module(spec)
+  if not hasattr(module, 'sweep'):
+    raise SystemExit(f'{spec} defines no sweep(add).')
+  found = []
+  module.sweep(lambda **kw: found.append(kw), sweep_arg)
+  config = module.get_config(arg)
+  for p in found:
+    builders.check_keys(config, p)
+  if not found:
+    raise SystemExit(f'{spec}: sweep(add) added no run.')
+  return found
+
+
+def run_name(overrides: dict) -> str:
+  text = ','.join(f'{k}={v}' for k, v in sorted(overrides.items()))
+  return re.sub(r'[^\w.,=+-]', '_', text) or 'default'
+
+
+def command(spec: str, workdir: str, overrides: dict) -> list[str]:
+  return [sys.executable, '-m', 'experiments.run', f'--config={spec}',
+          f'--workdir={workdir}'] + [
+              f'--config.{k}={v}' for k, v in sorted(overrides.items())]
+
+
+def main(argv):
+  del argv
+  root = os.path.abspath(_WORKDIR.value)
+  runs = [(p, os.path.join(root, run_name(p))) for p in points(
+      _CONFIG.value, _SWEEP_ARG.value)]
+  if _PRINT.value:
+    for p, wd in runs:
+      print(' '.join(command(_CONFIG.value, wd, p)))
+    return
+  todo = [(p, wd) for p, wd in runs
+          if not os.path.exists(os.path.join(wd, 'summary.json'))]
+  print(f'{len(runs)} runs, {len(runs) - len(todo)} already finished.')
+  failed = _launch(todo, _PARALLEL.value)
+  _table(root, runs, failed)
+  if failed:
+    raise SystemExit(f'{len(failed)} runs failed; see their log.txt.')
+
+
+def _launch(todo, parallel):
+  """Runs the commands, `parallel` at a time; returns the failed workdirs."""
+  running, failed = [], []
+  while todo or running:
+    while todo and len(running) < parallel:
+      p, wd = todo.pop(0)
+      os.makedirs(wd, exist_ok=True)
+      log = open(os.path.join(wd, 'log.txt'), 'a')
+      running.append((subprocess.Popen(command(_CONFIG.value, wd, p),
+                                       stdout=log, stderr=log), wd, log))
+      print(f'started {wd}')
+    for item in list(running):
+      proc, wd, log = item
+      if proc.poll() is not None:
+        log.close()
+        running.remove(item)
+        print(f'{"finished" if proc.returncode == 0 else "FAILED"} {wd}')
+        if proc.returncode:
+          failed.append(wd)
+    time.sleep(0.5)
+  return failed
+
+
+def _table(root, runs, failed):
+  rows = []
+  for p, wd in runs:
+    path = os.path.join(wd, 'summary.json')
+    row = dict(p, run=os.path.basename(wd))
+    if os.path.exists(path):
+      with open(path) as f:
+        row.update(json.load(f))
+    else:
+      row['status'] = 'failed' if wd in failed else 'missing'
+    rows.append(row)
+  columns = list(dict.fromkeys(k for r in rows for k in r))
+  with open(os.path.join(root, 'results.csv'), 'w', newline='') as f:
+    writer = csv.DictWriter(f, columns)
+    writer.writeheader()
+    writer.writerows(rows)
+  table = report.markdown_table(rows, columns)
+  with open(os.path.join(root, 'results.md'), 'w') as f:
+    f.write(f'# Sweep {_CONFIG.value}\n\n{table}\n')
+  print(table)
+
+
+if __name__ == '__main__':
+  app.run(main)

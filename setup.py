@@ -1,0 +1,4 @@
+"""Thin shim: metadata lives in pyproject.toml."""
+import setuptools
+
+setuptools.setup()
