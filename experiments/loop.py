@@ -95,24 +95,27 @@ def run(config, workdir: str, *, overwrite: bool = False) -> dict:
   bar = tqdm.tqdm(total=config.total_steps, initial=start, unit='step',
                   dynamic_ncols=True, disable=jax.process_index() != 0)
   pending, t0, step = [], time.perf_counter(), start
-  for step in range(start + 1, config.total_steps + 1):
-    batch = jax.tree.map(put, next(train_it))
-    state, metrics = step_fn(state, batch,
-                             jax.random.fold_in(train_rng, step))
-    pending.append((step, metrics))
-    last = step == config.total_steps or stop.requested
-    if step % config.log_every == 0 or ckpt.should_save(step) or last:
-      _flush(pending, writer, bar, schedule, t0, ckpt, train_it.stats)
-      pending, t0 = [], time.perf_counter()
-    if step % config.eval_every == 0 and not last:
-      writer.write(step, evaluate(state.params, step=step))
-    meta['data'] = _encode_state(train_it.get_state())
-    ckpt.save(step, state, meta, force=last)
-    if stop.requested:
-      logging.warning('signal %s: saved step %d, exiting.', stop.signum, step)
-      break
-  bar.close()
-  ckpt.close()
+  try:
+    for step in range(start + 1, config.total_steps + 1):
+      batch = jax.tree.map(put, next(train_it))
+      state, metrics = step_fn(state, batch,
+                               jax.random.fold_in(train_rng, step))
+      pending.append((step, metrics))
+      last = step == config.total_steps or stop.requested
+      if step % config.log_every == 0 or ckpt.should_save(step) or last:
+        _flush(pending, writer, bar, schedule, t0, ckpt, train_it.stats)
+        pending, t0 = [], time.perf_counter()
+      if step % config.eval_every == 0 and not last:
+        writer.write(step, evaluate(state.params, step=step))
+      meta['data'] = _encode_state(train_it.get_state())
+      ckpt.save(step, state, meta, force=last)
+      if stop.requested:
+        print(f'signal {stop.signum}: saved step {step}, exiting.')
+        break
+  finally:  # Even on an error: finish pending saves, give signals back.
+    bar.close()
+    ckpt.close()
+    stop.restore()
   if stop.requested:
     writer.close()
     raise SystemExit(f'interrupted at step {step}; rerun to resume.')
@@ -177,12 +180,16 @@ class _StopSignal:
 
   def __init__(self):
     self.requested, self.signum = False, None
-    for s in (signal.SIGTERM, signal.SIGINT):
-      signal.signal(s, self._handle)
+    self._old = {s: signal.signal(s, self._handle)
+                 for s in (signal.SIGTERM, signal.SIGINT)}
 
   def _handle(self, signum, frame):
     del frame
     self.requested, self.signum = True, signum
+
+  def restore(self):
+    for s, handler in self._old.items():
+      signal.signal(s, handler)
 
 
 def _encode_state(s):
