@@ -23,13 +23,15 @@ from postrain import train
 
 def run(config, workdir: str, *, overwrite: bool = False) -> dict:
   """Trains, evaluates, checkpoints and resumes one run; returns its summary."""
-  # ------------------------------------------------------------ workdir
   builders.prepare_workdir(workdir, config, overwrite=overwrite)
+  with sharding.use_mesh(sharding.make_mesh(config.mesh)) as mesh:
+    return _run(config, workdir, mesh)
+
+
+def _run(config, workdir, mesh):
+  # ------------------------------------------------------------ mesh
   init_rng, train_rng, eval_rng = jax.random.split(
       jax.random.key(config.seed), 3)
-
-  # ------------------------------------------------------------ mesh
-  mesh = sharding.make_mesh(config.mesh)
   batch_sharding = sharding.batch_sharding(mesh)
   replicated = sharding.logical_sharding(mesh, None)
 

@@ -11,6 +11,7 @@ Example:
   PartitionSpec(('data', 'fsdp'), None)
 """
 
+import contextlib
 from collections.abc import Sequence
 
 import jax
@@ -157,3 +158,15 @@ def tree_shardings(mesh, tree, rules=RULES):
 
   return jax.tree.map(one, tree,
                       is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+@contextlib.contextmanager
+def use_mesh(mesh, rules=RULES):
+  """Activates `mesh` for jit and tells Flax how to read logical names.
+
+  Inside, `constrain` applies its constraints, and Flax maps the logical
+  names on parameters through `rules` (rather than reading them as mesh
+  axes).
+  """
+  with jax.set_mesh(mesh), nnx.logical_axis_rules(rules):
+    yield mesh

@@ -31,14 +31,14 @@ def _run(mesh, cfg, batch, steps=2):
     params = nnx.state(models.Transformer(cfg, rngs=nnx.Rngs(rng)))
     return train.init_state(params, opt)
 
-  shardings = sharding.tree_shardings(
-      mesh, jax.eval_shape(init, jax.random.key(0)))
-  state = jax.jit(init, out_shardings=shardings)(jax.random.key(0))
-  step = jax.jit(train.make_train_step(
-      recipes.sft.make_objective(graphdef, chunk_size=8), opt),
-                 out_shardings=(shardings, None), donate_argnums=0)
   put = lambda x: jax.device_put(x, sharding.batch_sharding(mesh))
-  with jax.set_mesh(mesh):
+  with sharding.use_mesh(mesh):
+    shardings = sharding.tree_shardings(
+        mesh, jax.eval_shape(init, jax.random.key(0)))
+    state = jax.jit(init, out_shardings=shardings)(jax.random.key(0))
+    step = jax.jit(train.make_train_step(
+        recipes.sft.make_objective(graphdef, chunk_size=8), opt),
+                   out_shardings=(shardings, None), donate_argnums=0)
     for i in range(steps):
       state, metrics = step(state, jax.tree.map(put, batch),
                             jax.random.key(i))

@@ -1,0 +1,73 @@
+"""Format functions: a source record -> (prompt_text, response_text).
+
+A format function may raise `KeyError` or `ValueError`; the loader adds the
+record index and source name to the message.
+"""
+
+import json
+from typing import Any, Callable
+
+from postrain.data import _arithmetic
+
+FormatFn = Callable[[dict[str, Any]], tuple[str, str]]
+
+
+def arithmetic_format(rationale: bool = True) -> FormatFn:
+  """Formats `SyntheticArithmetic` records with `format_prompt/_target`.
+
+  Args:
+    rationale: whether the response holds the step lines before the answer.
+  """
+
+  def format_fn(record):
+    return (
+        _arithmetic.format_prompt(record),
+        _arithmetic.format_target(record, rationale=rationale),
+    )
+
+  return format_fn
+
+
+def json_fields(record: dict[str, Any]) -> dict[str, Any]:
+  """Returns the JSON object of a `JsonlText` record (or the record itself)."""
+  if 'json' in record and isinstance(record['json'], str):
+    return json.loads(record['json'])
+  return record
+
+
+def jsonl_format(
+    prompt_field: str,
+    response_field: str,
+    *,
+    prompt_template: str = '{}',
+    response_template: str = '{}',
+) -> FormatFn:
+  """Selects two fields of a `JsonlText` record.
+
+  Args:
+    prompt_field: JSON field with the prompt.
+    response_field: JSON field with the response.
+    prompt_template: `str.format` template applied to the prompt, e.g.
+      `'Q: {}\\nA:'`.
+    response_template: template applied to the response, e.g. `' {}'`.
+
+  Returns:
+    A format function; a missing field raises a `KeyError` that names the
+    field and the available fields.
+  """
+
+  def get(fields, name):
+    if name not in fields:
+      raise KeyError(
+          f'field {name!r} is missing; available fields: {sorted(fields)}'
+      )
+    return str(fields[name])
+
+  def format_fn(record):
+    fields = json_fields(record)
+    return (
+        prompt_template.format(get(fields, prompt_field)),
+        response_template.format(get(fields, response_field)),
+    )
+
+  return format_fn
