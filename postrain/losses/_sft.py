@@ -122,8 +122,3 @@ def cross_entropy(
   loss = jnp.where(mask > 0, loss, 0.0)
   return loss, dict(nll=nll, log_z=log_z)
 
-
-def token_mean(x: Array, mask: Array) -> Array:
-  """Σ m·x / Σ m; 0 (not NaN) for an empty mask — callers check the count."""
-  m = (mask > 0).astype(jnp.float32)
-  return jnp.sum(jnp.where(m > 0, x, 0.0)) / jnp.maximum(jnp.sum(m), 1.0)

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from postrain.losses import _reduce
 from postrain.losses import _sft
 
 
@@ -50,10 +51,10 @@ def make_objective(
                                    label_smoothing=label_smoothing,
                                    z_loss=z_loss)
     metrics = dict(
-        nll=_sft.token_mean(aux['nll'], mask),
-        log_z=_sft.token_mean(aux['log_z'], mask),
+        nll=_reduce.token_mean(aux['nll'], mask),
+        log_z=_reduce.token_mean(aux['log_z'], mask),
         loss_tokens=jnp.sum(mask > 0).astype(jnp.float32),
         tokens=jnp.sum(batch['segment_ids'] > 0).astype(jnp.float32))
-    return _sft.token_mean(loss, mask), metrics
+    return _reduce.token_mean(loss, mask), metrics
 
   return objective

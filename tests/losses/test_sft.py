@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from postrain.losses import _reduce
 from postrain.losses import _sft
 
 
@@ -95,10 +96,10 @@ def test_masked_equals_sliced_and_empty_mask_is_finite():
   stats_s = _sft.logit_stats(jnp.asarray(logits[:, :4]),
                              jnp.asarray(targets[:, :4]))
   loss_s, _ = _sft.cross_entropy(stats_s, jnp.ones((3, 4)))
-  np.testing.assert_allclose(_sft.token_mean(loss, jnp.asarray(mask)),
+  np.testing.assert_allclose(_reduce.token_mean(loss, jnp.asarray(mask)),
                              loss_s.mean(), rtol=1e-6)
   empty = jnp.zeros_like(jnp.asarray(mask))
-  assert float(_sft.token_mean(loss, empty)) == 0.0
+  assert float(_reduce.token_mean(loss, empty)) == 0.0
 
 
 def test_bf16_inputs_and_extreme_logits_are_finite():
