@@ -6,7 +6,6 @@ import os
 import signal
 import time
 
-from absl import logging
 from flax import nnx
 import jax
 import numpy as np
@@ -57,8 +56,9 @@ def _run(config, workdir, mesh):
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
       abstract, shardings)
   state = jax.jit(init, out_shardings=shardings)(init_rng)
-  logging.info('model: %s, %.2fM parameters', model_cfg,
-               model_cfg.num_params() / 1e6)
+  _say(f'model: {model_cfg.num_params() / 1e6:.2f}M parameters, mesh '
+       f'{dict(mesh.shape)}, {jax.device_count()} x '
+       f'{jax.devices()[0].device_kind}')
 
   # ------------------------------------------------------------ restore
   ckpt = train.Checkpointer(os.path.join(workdir, 'checkpoints'),
@@ -68,11 +68,11 @@ def _run(config, workdir, mesh):
   if ckpt.latest_step() is not None:
     state, meta = ckpt.restore(abstract)
     train_it.set_state(_decode_state(meta['data']))
-    logging.info('resumed from step %d', int(state.step))
+    _say(f'resumed from step {int(state.step)} of {workdir}')
   elif config.init_from:
     state = state.replace(
         params=train.restore_params(config.init_from, abstract.params))
-    logging.info('initialised parameters from %s', config.init_from)
+    _say(f'initialised parameters from {config.init_from}')
   start = int(state.step)
   report.truncate_metrics(workdir, start)
 
@@ -93,6 +93,7 @@ def _run(config, workdir, mesh):
   writer = train.MetricWriter(workdir)
   if 'eval_before' not in meta:
     meta['eval_before'] = evaluate(state.params, step=start)
+    writer.write(start, meta['eval_before'])
   stop = _StopSignal()
   bar = tqdm.tqdm(total=config.total_steps, initial=start, unit='step',
                   dynamic_ncols=True, disable=jax.process_index() != 0)
@@ -112,7 +113,7 @@ def _run(config, workdir, mesh):
       meta['data'] = _encode_state(train_it.get_state())
       ckpt.save(step, state, meta, force=last)
       if stop.requested:
-        print(f'signal {stop.signum}: saved step {step}, exiting.')
+        _say(f'signal {stop.signum}: saved step {step}, exiting.')
         break
   finally:  # Even on an error: finish pending saves, give signals back.
     bar.close()
@@ -175,6 +176,11 @@ def _evaluate(params, *, step, config, workdir, graphdef, objective,
     report.write_samples(workdir, step, prompts[:c.num_samples_written],
                          texts, records, bits)
   return out
+
+
+def _say(text):
+  if jax.process_index() == 0:
+    tqdm.tqdm.write(text)
 
 
 class _StopSignal:

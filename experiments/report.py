@@ -4,8 +4,6 @@ import json
 import math
 import os
 
-from absl import logging
-
 from postrain import train
 
 
@@ -66,7 +64,7 @@ def write_summary(workdir, config, model_cfg, before: dict, after: dict):
     f.write(f'# {workdir}\n\n{table}\n')
   print(table)
   plot_metrics(workdir)
-  logging.info('summary written to %s', workdir)
+  print(f'summary: {os.path.join(workdir, "summary.md")}')
   return summary
 
 
@@ -82,6 +80,8 @@ def plot_metrics(workdir: str, keys=('loss', 'eval/loss', 'eval/accuracy')):
   for ax, key in zip(axes[0], keys):
     pts = [(r['step'], r[key]) for r in rows if isinstance(r.get(key), float)]
     ax.plot(*zip(*pts), marker='.' if key.startswith('eval') else None)
+    if 'loss' in key:
+      ax.set_yscale('log')
     ax.set_xlabel('step')
     ax.set_title(key)
   fig.tight_layout()

@@ -34,7 +34,10 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   if _DISTRIBUTED.value:
     jax.distributed.initialize()
-  logging.set_verbosity(logging.INFO)
+  # Library INFO lines (Orbax, TFDS) drown the progress bar; -v 0 brings
+  # them back.
+  if not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)
   loop.run(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value)
 
 

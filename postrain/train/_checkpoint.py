@@ -1,7 +1,9 @@
 """One thin module over Orbax: save and restore the whole run.
 
-A checkpoint holds the `TrainState` pytree (`state`) and a JSON item (`meta`)
-with the data-iterator state and whatever the runner wants to keep beside it.
+A checkpoint holds three items: `params` (the model parameters alone, what
+another run's `init_from` reads), `train` (the rest of the `TrainState`: step,
+optimiser and recipe state) and `meta` (JSON: the data-iterator state and
+whatever the runner keeps beside it).
 Saves are asynchronous; restores read against abstract shapes that carry
 shardings, so every array lands directly on its devices.
 """
@@ -48,7 +50,9 @@ class Checkpointer:
     if step in self._mngr.all_steps():
       return False
     return self._mngr.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+        params=ocp.args.StandardSave(state.params),
+        train=ocp.args.StandardSave(_rest(state)),
+        meta=ocp.args.JsonSave(meta)))
 
   def restore(self, abstract_state, step: int | None = None):
     """Returns `(state, meta)` of `step` (default: latest)."""
@@ -57,8 +61,10 @@ class Checkpointer:
       raise FileNotFoundError(f'no checkpoint under {self.directory}.')
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
     out = self._mngr.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
-    return out.state, out.meta
+        params=ocp.args.StandardRestore(target.params),
+        train=ocp.args.StandardRestore(_rest(target)),
+        meta=ocp.args.JsonRestore()))
+    return target.replace(params=out.params, **out.train), out.meta
 
   def wait(self):
     self._mngr.wait_until_finished()
@@ -66,6 +72,10 @@ class Checkpointer:
   def close(self):
     self._mngr.wait_until_finished()
     self._mngr.close()
+
+
+def _rest(state) -> dict[str, Any]:
+  return dict(step=state.step, opt_state=state.opt_state, extra=state.extra)
 
 
 def restore_params(workdir: str, abstract_params):
@@ -79,19 +89,15 @@ def restore_params(workdir: str, abstract_params):
     The parameters, placed with the shardings of `abstract_params`.
   """
   directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
-  mngr = ocp.CheckpointManager(directory)
-  step = mngr.latest_step()
+  step = (ocp.CheckpointManager(directory).latest_step()
+          if os.path.isdir(directory) else None)
   if step is None:
     raise FileNotFoundError(
         f'init_from={workdir!r}: no checkpoint under {directory}. Point it at '
         'the workdir of a finished run.')
   target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_params)
-  # Partial restore: read only `state.params` of the saved TrainState.
-  restored = mngr.restore(step, args=ocp.args.Composite(
-      state=ocp.args.PyTreeRestore(
-          item={'params': target},
-          restore_args=jax.tree.map(
-              lambda s: ocp.ArrayRestoreArgs(sharding=s.sharding), target),
-          partial_restore=True)))
+  mngr = ocp.CheckpointManager(directory)
+  out = mngr.restore(step, args=ocp.args.Composite(
+      params=ocp.args.StandardRestore(target)))
   mngr.close()
-  return restored.state['params']
+  return out.params

@@ -143,3 +143,17 @@ def test_sweep_points_and_commands():
   assert len(names) == 4
   cmd = sweep.command('configs/sft.py:tiny', '/tmp/x', points[0])
   assert any(a.startswith('--config.optim.lr=') for a in cmd)
+
+
+def test_init_from_starts_from_another_runs_final_parameters(fast, tmp_path):
+  fast.update({'total_steps': 4, 'eval_every': 100})
+  sft = f'{ROOT}/configs/sft.py'
+  base = loop.run(_config(sft, fast), str(tmp_path / 'base'))
+  child = loop.run(_config(sft, dict(fast, init_from=str(tmp_path / 'base'))),
+                   str(tmp_path / 'child'))
+  fresh = loop.run(_config(sft, dict(fast, seed=1)), str(tmp_path / 'fresh'))
+  assert child['before/loss'] == pytest.approx(base['after/loss'], rel=1e-6)
+  assert fresh['before/loss'] != pytest.approx(base['after/loss'], rel=1e-2)
+  with pytest.raises(FileNotFoundError, match='no checkpoint'):
+    loop.run(_config(sft, dict(fast, init_from=str(tmp_path / 'nothing'))),
+             str(tmp_path / 'orphan'))
