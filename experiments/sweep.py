@@ -31,15 +31,25 @@ _PARALLEL = flags.DEFINE_integer('parallel', 1, 'Runs at once (processes).')
 _PRINT = flags.DEFINE_bool('print_commands', False,
                            'Print the run commands and exit.')
 _SWEEP_ARG = flags.DEFINE_string('sweep_arg', None, 'Passed to sweep().')
+_SET = flags.DEFINE_multi_string(
+    'set', [], '`key=value` applied to every point (before its own '
+    'overrides), e.g. --set=total_steps=50.')
 
 
-def points(spec: str, sweep_arg=None) -> list[dict]:
-  """The override dicts of the config's `sweep(add)`, keys validated."""
+def points(spec: str, sweep_arg=None, common=()) -> list[dict]:
+  """The override dicts of the config's `sweep(add)`, keys validated.
+
+  Args:
+    spec: `path.py[:arg]`.
+    sweep_arg: passed to `sweep(add, arg)`.
+    common: `key=value` strings applied to every point first.
+  """
   module, arg = builders.load_config_module(spec)
   if not hasattr(module, 'sweep'):
     raise SystemExit(f'{spec} defines no sweep(add).')
+  base = dict(item.split('=', 1) for item in common)
   found = []
-  module.sweep(lambda **kw: found.append(kw), sweep_arg)
+  module.sweep(lambda **kw: found.append({**base, **kw}), sweep_arg)
   config = module.get_config(arg)
   for p in found:
     builders.check_keys(config, p)
@@ -48,8 +58,11 @@ def points(spec: str, sweep_arg=None) -> list[dict]:
   return found
 
 
-def run_name(overrides: dict) -> str:
-  text = ','.join(f'{k}={v}' for k, v in sorted(overrides.items()))
+def run_name(overrides: dict, common=()) -> str:
+  """Names a point by its own overrides (not the ones all points share)."""
+  shared = {item.split('=', 1)[0] for item in common}
+  text = ','.join(f'{k}={v}' for k, v in sorted(overrides.items())
+                  if k not in shared)
   return re.sub(r'[^\w.,=+-]', '_', text) or 'default'
 
 
@@ -62,8 +75,8 @@ def command(spec: str, workdir: str, overrides: dict) -> list[str]:
 def main(argv):
   del argv
   root = os.path.abspath(_WORKDIR.value)
-  runs = [(p, os.path.join(root, run_name(p))) for p in points(
-      _CONFIG.value, _SWEEP_ARG.value)]
+  runs = [(p, os.path.join(root, run_name(p, _SET.value))) for p in points(
+      _CONFIG.value, _SWEEP_ARG.value, _SET.value)]
   if _PRINT.value:
     for p, wd in runs:
       print(' '.join(command(_CONFIG.value, wd, p)))

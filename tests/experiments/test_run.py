@@ -1,5 +1,6 @@
 """The runner end to end: every config, resume after a kill, bad input."""
 
+import csv
 import glob
 import json
 import os
@@ -134,6 +135,26 @@ def test_missing_jsonl_dataset_is_a_clear_error(fast, tmp_path):
                'data.jsonl_path': str(tmp_path / 'nowhere')}))
   with pytest.raises(Exception, match='nowhere'):
     loop.run(config, str(tmp_path / 'run'))
+
+
+def test_sweep_runs_every_point_writes_table_and_skips_finished(fast,
+                                                               tmp_path):
+  root = tmp_path / 'sweep'
+  cmd = [sys.executable, '-m', 'experiments.sweep',
+         f'--config={ROOT}/configs/sft.py:tiny', f'--workdir={root}',
+         '--parallel=2'] + [f'--set={k}={v}' for k, v in fast.items()]
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True,
+                       text=True, check=False)
+  assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+  table = (root / 'results.md').read_text()
+  assert len([l for l in table.splitlines() if l.startswith('| ')]) == 1 + 4
+  with open(root / 'results.csv') as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == 4 and all(float(r['steps']) == 12 for r in rows)
+  again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True,
+                         text=True, check=False)
+  assert '4 already finished' in again.stdout
 
 
 def test_sweep_points_and_commands():
