@@ -1,7 +1,6 @@
 """The training loop: one plain function, top to bottom, with banners."""
 
 import functools
-import json
 import os
 import signal
 import time

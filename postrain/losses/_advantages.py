@@ -9,21 +9,18 @@ for the policy gradient (wrapped in `stop_gradient`). Token-level advantages
 import jax
 import jax.numpy as jnp
 
+from postrain.losses._numerics import upcast
+
 Array = jax.Array
 sg = jax.lax.stop_gradient
 
-
-def _float(x: Array) -> Array:
-  # why: at least float32 (bf16 sums lose bits), float64 kept under x64.
-  x = jnp.asarray(x)
-  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
 def _groups(rewards: Array, group_size: int) -> Array:
   if rewards.shape[0] % group_size:
     raise ValueError(f'batch {rewards.shape[0]} is not a multiple of '
                      f'group_size {group_size}')
-  r = _float(sg(rewards)).reshape(-1, group_size)
+  r = upcast(sg(rewards)).reshape(-1, group_size)
   # why shift by the first member: group advantages are shift-invariant, and
   # an all-equal group then gives exactly 0 (not a rounding residue).
   return r - r[:, :1]
@@ -38,7 +35,7 @@ def reinforce(rewards: Array) -> Array:
   Example:
     >>> reinforce(jnp.array([1., 0.]))  # [1., 0.]
   """
-  return _float(sg(rewards))
+  return upcast(sg(rewards))
 
 
 def reinforce_baseline(rewards: Array, baseline: Array | float = 0.0) -> Array:
@@ -47,13 +44,13 @@ def reinforce_baseline(rewards: Array, baseline: Array | float = 0.0) -> Array:
   Example:
     >>> reinforce_baseline(jnp.array([1., 0.]), 0.5)  # [0.5, -0.5]
   """
-  return _float(sg(rewards)) - sg(baseline)
+  return upcast(sg(rewards)) - sg(baseline)
 
 
 def ema_baseline(baseline: Array, rewards: Array, *,
                  decay: float = 0.01) -> Array:
   """Baseline update applied after the step: `b ← (1−κ)·b + κ·mean(r)`."""
-  return (1 - decay) * baseline + decay * jnp.mean(_float(sg(rewards)))
+  return (1 - decay) * baseline + decay * jnp.mean(upcast(sg(rewards)))
 
 
 def rloo(rewards: Array, *, group_size: int) -> Array:
@@ -115,8 +112,8 @@ def zero_variance_groups(rewards: Array, *, group_size: int) -> Array:
 def whiten(x: Array, mask: Array, *, eps: float = 1e-8,
            axis_name: str | None = None) -> Array:
   """`(x − mean) / (std + ε)` over valid tokens of the (global) batch."""
-  m = _float(mask)
-  x = jnp.where(m > 0, _float(x), 0)
+  m = upcast(mask)
+  x = jnp.where(m > 0, upcast(x), 0)
   psum = (lambda v: v) if axis_name is None else (
       lambda v: jax.lax.psum(v, axis_name))
   n = jnp.maximum(psum(m.sum()), 1)
@@ -150,8 +147,8 @@ def gae(rewards: Array, values: Array, mask: Array, *, gamma: float = 1.0,
     >>> gae(jnp.array([[0., 1.]]), jnp.zeros((1, 2)), jnp.ones((1, 2)),
     ...     lam=1.0, whiten_advantages=False)  # A = R = [[1., 1.]]
   """
-  m = _float(mask)
-  r, v = (jnp.where(m > 0, _float(sg(a)), 0) for a in (rewards, values))
+  m = upcast(mask)
+  r, v = (jnp.where(m > 0, upcast(sg(a)), 0) for a in (rewards, values))
 
   def step(carry, xs):
     next_v, next_a = carry

@@ -14,20 +14,17 @@ All estimators return per-token `[B, T]` arrays, zero on masked tokens.
 import jax
 import jax.numpy as jnp
 
+from postrain.losses._numerics import upcast
+
 Array = jax.Array
 sg = jax.lax.stop_gradient
 
-
-def _float(x: Array) -> Array:
-  # why: at least float32 (bf16 log-ratios lose bits), float64 kept under x64.
-  x = jnp.asarray(x)
-  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
 def _log_ratio(logp: Array, ref_logp: Array, mask: Array) -> Array:
   # why where on both inputs: padded log-probs may be -inf; keep grads finite.
   ok = mask > 0
-  return jnp.where(ok, _float(logp), 0) - jnp.where(ok, _float(ref_logp), 0)
+  return jnp.where(ok, upcast(logp), 0) - jnp.where(ok, upcast(ref_logp), 0)
 
 
 def k1(logp: Array, ref_logp: Array, mask: Array) -> Array:
@@ -36,7 +33,7 @@ def k1(logp: Array, ref_logp: Array, mask: Array) -> Array:
   Example:
     >>> k1(jnp.array([[-1.]]), jnp.array([[-2.]]), jnp.ones((1, 1)))  # 1.
   """
-  return _log_ratio(logp, ref_logp, mask) * _float(mask)
+  return _log_ratio(logp, ref_logp, mask) * upcast(mask)
 
 
 def k2(logp: Array, ref_logp: Array, mask: Array) -> Array:
@@ -45,7 +42,7 @@ def k2(logp: Array, ref_logp: Array, mask: Array) -> Array:
   Example:
     >>> k2(jnp.array([[-1.]]), jnp.array([[-2.]]), jnp.ones((1, 1)))  # 0.5
   """
-  return 0.5 * _log_ratio(logp, ref_logp, mask) ** 2 * _float(mask)
+  return 0.5 * _log_ratio(logp, ref_logp, mask) ** 2 * upcast(mask)
 
 
 def k3(logp: Array, ref_logp: Array, mask: Array) -> Array:
@@ -60,7 +57,7 @@ def k3(logp: Array, ref_logp: Array, mask: Array) -> Array:
   """
   d = _log_ratio(logp, ref_logp, mask)
   value = jnp.exp(jnp.clip(-d, -20.0, 20.0)) + d - 1
-  return jnp.clip(value, -10.0, 10.0) * _float(mask)
+  return jnp.clip(value, -10.0, 10.0) * upcast(mask)
 
 
 def k3_st(logp: Array, ref_logp: Array, mask: Array) -> Array:
@@ -86,7 +83,7 @@ def kl_in_reward(token_rewards: Array, old_logp: Array, ref_logp: Array,
     ...              jnp.log(jnp.array([[.25, .5]])), jnp.ones((1, 2)),
     ...              beta=1.0)  # [[-log 2, 1.]]
   """
-  r = jnp.where(mask > 0, _float(token_rewards), 0)
+  r = jnp.where(mask > 0, upcast(token_rewards), 0)
   return sg(r - beta * k1(old_logp, ref_logp, mask))
 
 

@@ -20,25 +20,22 @@ import math
 import jax
 import jax.numpy as jnp
 
+from postrain.losses._numerics import upcast
+
 Array = jax.Array
 sg = jax.lax.stop_gradient
 
-
-def _float(x: Array) -> Array:
-  # why: at least float32 (bf16 log-ratios lose bits), float64 kept under x64.
-  x = jnp.asarray(x)
-  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
 def _log_ratio(target_logp: Array, behaviour_logp: Array,
                mask: Array) -> Array:
   ok = mask > 0  # why where: padded log-probs may be -inf.
-  return sg(jnp.where(ok, _float(target_logp), 0)
-            - jnp.where(ok, _float(behaviour_logp), 0))
+  return sg(jnp.where(ok, upcast(target_logp), 0)
+            - jnp.where(ok, upcast(behaviour_logp), 0))
 
 
 def _diag(lam: Array, w: Array, flagged: Array, mask: Array) -> dict:
-  m = _float(mask)
+  m = upcast(mask)
   return dict(log_ratio=lam * m, is_weight=w, flagged=flagged * m)
 
 
@@ -51,7 +48,7 @@ def tis_token(target_logp: Array, behaviour_logp: Array, mask: Array, *,
     ...           jnp.ones((1, 2)))[0]  # [[1., 2.]]
   """
   lam = _log_ratio(target_logp, behaviour_logp, mask)
-  w = jnp.exp(jnp.minimum(lam, math.log(cap))) * _float(mask)
+  w = jnp.exp(jnp.minimum(lam, math.log(cap))) * upcast(mask)
   return w, _diag(lam, w, lam > math.log(cap), mask)
 
 
@@ -59,8 +56,8 @@ def tis_seq(target_logp: Array, behaviour_logp: Array, mask: Array, *,
             cap: float = 2.0) -> tuple[Array, dict]:
   """Sequence-level truncated IS `w = min(exp(Σ_t m λ_t), C)` per token."""
   lam = _log_ratio(target_logp, behaviour_logp, mask)
-  total = (lam * _float(mask)).sum(-1, keepdims=True)
-  w = jnp.exp(jnp.minimum(total, math.log(cap))) * _float(mask)
+  total = (lam * upcast(mask)).sum(-1, keepdims=True)
+  w = jnp.exp(jnp.minimum(total, math.log(cap))) * upcast(mask)
   return w, _diag(lam, w, jnp.broadcast_to(total > math.log(cap), w.shape),
                   mask)
 
@@ -69,11 +66,11 @@ def mis_seq(target_logp: Array, behaviour_logp: Array, mask: Array, *,
             cap: float = 2.0, lower_bound: bool = False) -> tuple[Array, dict]:
   """Sequence-level masked IS `w = 1[exp(Σ λ) ≤ C]` (optionally `≥ 1/C`)."""
   lam = _log_ratio(target_logp, behaviour_logp, mask)
-  total = (lam * _float(mask)).sum(-1, keepdims=True)
+  total = (lam * upcast(mask)).sum(-1, keepdims=True)
   keep = total <= math.log(cap)
   if lower_bound:
     keep &= total >= -math.log(cap)
-  w = jnp.broadcast_to(keep, lam.shape) * _float(mask)
+  w = jnp.broadcast_to(keep, lam.shape) * upcast(mask)
   return w, _diag(lam, w, jnp.broadcast_to(~keep, w.shape), mask)
 
 
@@ -86,7 +83,7 @@ def geo_filter(target_logp: Array, behaviour_logp: Array, mask: Array, *,
     ...            jnp.ones((1, 2)))[0]  # [[0., 0.]] (mean λ = 0.5)
   """
   lam = _log_ratio(target_logp, behaviour_logp, mask)
-  m = _float(mask)
+  m = upcast(mask)
   mean = (lam * m).sum(-1, keepdims=True) / jnp.maximum(
       m.sum(-1, keepdims=True), 1)
   keep = (mean >= math.log(low)) & (mean <= math.log(high))
@@ -104,7 +101,7 @@ CORRECTIONS = {
 
 def effective_sample_size(weights: Array, mask: Array) -> Array:
   """Normalised ESS `(Σw)²/(N·Σw²)` over valid tokens (scalar in [0, 1])."""
-  m = _float(mask)
-  w = _float(weights) * m
+  m = upcast(mask)
+  w = upcast(weights) * m
   den = m.sum() * (w ** 2).sum()
   return jnp.where(den > 0, w.sum() ** 2 / jnp.where(den > 0, den, 1), 0)

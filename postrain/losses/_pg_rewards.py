@@ -7,14 +7,11 @@ rewards are `[B, K]` with a prefix mask over the K steps.
 import jax
 import jax.numpy as jnp
 
+from postrain.losses._numerics import upcast
+
 Array = jax.Array
 sg = jax.lax.stop_gradient
 
-
-def _float(x: Array) -> Array:
-  # why: at least float32, float64 kept under x64.
-  x = jnp.asarray(x)
-  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
 def verifier_reward(verified: Array, *, scale: float = 1.0,
@@ -28,10 +25,10 @@ def verifier_reward(verified: Array, *, scale: float = 1.0,
   Example:
     >>> verifier_reward(jnp.array([True, False]))  # [1., 0.]
   """
-  v = _float(sg(verified))
+  v = upcast(sg(verified))
   r = scale * v
   if partial is not None:
-    r = r + partial_reward * (1 - v) * _float(sg(partial))
+    r = r + partial_reward * (1 - v) * upcast(sg(partial))
   return r
 
 
@@ -48,8 +45,8 @@ def rlcr_reward(correct: Array, confidence: Array, parsed: Array, *,
     >>> rlcr_reward(jnp.array([1.]), jnp.array([.5]), jnp.array([True]))
     ... # 1 - 0.25 = 0.75
   """
-  c = _float(sg(correct))
-  q = jnp.clip(_float(sg(confidence)), 0, 1)
+  c = upcast(sg(correct))
+  q = jnp.clip(upcast(sg(confidence)), 0, 1)
   return jnp.where(parsed, c - (q - c) ** 2, unparsable_reward)
 
 
@@ -68,14 +65,14 @@ def unlikeliness_reward(rewards: Array, old_logp: Array, mask: Array, *,
     >>> unlikeliness_reward(jnp.ones(2), jnp.array([[-1.], [-2.]]),
     ...                     jnp.ones((2, 1)), group_size=2)  # [.875, 1.]
   """
-  m = _float(mask)
-  mean_lp = (jnp.where(m > 0, _float(sg(old_logp)), 0) * m).sum(-1)
+  m = upcast(mask)
+  mean_lp = (jnp.where(m > 0, upcast(sg(old_logp)), 0) * m).sum(-1)
   mean_lp = (mean_lp / jnp.maximum(m.sum(-1), 1)).reshape(-1, group_size)
   a, b = mean_lp[:, :, None], mean_lp[:, None, :]
   idx = jnp.arange(group_size)
   before = (b < a) | ((b == a) & (idx[None, :] < idx[:, None])[None])
   rank = before.sum(-1).reshape(-1)
-  return _float(sg(rewards)) * (1 - beta_rank * rank / group_size)
+  return upcast(sg(rewards)) * (1 - beta_rank * rank / group_size)
 
 
 def step_reward_clip(step_rewards: Array, mask: Array, *,
@@ -89,8 +86,8 @@ def step_reward_clip(step_rewards: Array, mask: Array, *,
     >>> step_reward_clip(jnp.array([[.9, .2]]), jnp.ones((1, 2)), eta=.5)
     ... # [[0., -0.3]]
   """
-  p = jnp.where(mask > 0, _float(sg(step_rewards)), 0)
-  return jnp.minimum(p - eta, 0) * _float(mask)
+  p = jnp.where(mask > 0, upcast(sg(step_rewards)), 0)
+  return jnp.minimum(p - eta, 0) * upcast(mask)
 
 
 def step_reward_delta(step_rewards: Array, mask: Array) -> Array:
@@ -103,8 +100,8 @@ def step_reward_delta(step_rewards: Array, mask: Array) -> Array:
     >>> step_reward_delta(jnp.array([[.9, .2]]), jnp.ones((1, 2)))
     ... # [[.7, .2]]
   """
-  m = _float(mask)
-  p = jnp.where(m > 0, _float(sg(step_rewards)), 0)
+  m = upcast(mask)
+  p = jnp.where(m > 0, upcast(sg(step_rewards)), 0)
   nxt = jnp.pad(p[:, 1:] * m[:, 1:], ((0, 0), (0, 1)))
   return (p - nxt) * m
 
@@ -118,7 +115,7 @@ def log_sigmoid_centring(rewards: Array, ref_rewards: Array) -> Array:
   Example:
     >>> log_sigmoid_centring(jnp.array([0.]), jnp.array([0.]))  # -log 2
   """
-  return jax.nn.log_sigmoid(_float(sg(rewards)) - _float(sg(ref_rewards)))
+  return jax.nn.log_sigmoid(upcast(sg(rewards)) - upcast(sg(ref_rewards)))
 
 
 REWARD_TRANSFORMS = {

@@ -11,24 +11,21 @@ wrapped in `stop_gradient`; gradients flow only through `logp`.
 import jax
 import jax.numpy as jnp
 
+from postrain.losses._numerics import upcast
+
 Array = jax.Array
 sg = jax.lax.stop_gradient
 
 
-def _float(x: Array) -> Array:
-  # why: at least float32 (bf16 log-ratios lose bits), float64 kept under x64.
-  x = jnp.asarray(x)
-  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
-
 
 def _masked(x: Array, mask: Array) -> Array:
   # why where: padded log-probs may be ±inf; `inf·0` would give NaN.
-  return jnp.where(mask > 0, _float(x), 0)
+  return jnp.where(mask > 0, upcast(x), 0)
 
 
 def _per_token(a: Array, mask: Array) -> Array:
   """Broadcast a per-sequence [B] array to [B, T]; pass [B, T] through."""
-  a = _float(sg(a))
+  a = upcast(sg(a))
   return jnp.broadcast_to(a[:, None] if a.ndim == 1 else a, mask.shape)
 
 
@@ -93,7 +90,7 @@ def ppo_clip(logp: Array, old_logp: Array, advantages: Array, mask: Array, *,
   """
   if dual_clip is not None and dual_clip <= 1:
     raise ValueError(f'dual_clip must be > 1, got {dual_clip}')
-  m = _float(mask)
+  m = upcast(mask)
   log_ratio = _masked(logp, mask) - _masked(old_logp, mask)
   ratio = jnp.exp(jnp.clip(log_ratio, -20.0, 20.0))
   adv = _per_token(advantages, mask)
@@ -124,14 +121,14 @@ def value_loss(values: Array, old_values: Array, returns: Array,
   v, v_old, ret = (_masked(x, mask) for x in (values, old_values, returns))
   v_clip = jnp.clip(v, v_old - clip_eps, v_old + clip_eps)
   plain, clipped = (v - ret) ** 2, (v_clip - ret) ** 2
-  m = _float(mask)
+  m = upcast(mask)
   return 0.5 * jnp.maximum(plain, clipped) * m, dict(
       vf_clipfrac=(clipped > plain) * m)
 
 
 def explained_variance(values: Array, returns: Array, mask: Array) -> Array:
   """Metric `1 − Var(R − V)/Var(R)` over valid tokens (scalar)."""
-  m = _float(mask)
+  m = upcast(mask)
   n = jnp.maximum(m.sum(), 1)
   var = lambda x: (m * (x - (m * x).sum() / n) ** 2).sum() / n
   v, ret = _masked(values, mask), _masked(returns, mask)
@@ -160,7 +157,7 @@ def gspo(logp: Array, old_logp: Array, advantages: Array, mask: Array, *,
     >>> gspo(jnp.zeros((1, 2)), jnp.zeros((1, 2)), jnp.array([1.]),
     ...      jnp.ones((1, 2)))[0]  # [[-1., -1.]]
   """
-  m = _float(mask)
+  m = upcast(mask)
   lp = _masked(logp, mask)
   n = jnp.maximum(m.sum(-1), 1)
   log_s = _seq_sum(lp - _masked(old_logp, mask), mask) / n
@@ -199,12 +196,12 @@ def topr(logp: Array, behaviour_logp: Array, rewards: Array, mask: Array, *,
     >>> topr(jnp.array([[-1.]]), jnp.array([[-1.]]), jnp.array([1.]),
     ...      jnp.ones((1, 1)))[0]  # [[1.]]
   """
-  adv = _float(sg(rewards)) - baseline
+  adv = upcast(sg(rewards)) - baseline
   log_ratio = sg(_seq_sum(_masked(logp, mask) - _masked(behaviour_logp, mask),
                           mask))
   w = jnp.where(adv >= 0, 1.0, jnp.exp(jnp.minimum(log_ratio, 0.0)))
   loss, _ = pg(logp, w * adv, mask)
-  return loss, dict(is_weight=_per_token(w, mask) * _float(mask))
+  return loss, dict(is_weight=_per_token(w, mask) * upcast(mask))
 
 
 def w_reinforce(logp: Array, rewards: Array, mask: Array, *,
@@ -229,7 +226,7 @@ def w_reinforce(logp: Array, rewards: Array, mask: Array, *,
     >>> w_reinforce(jnp.array([[-1.]]), jnp.array([-1.]),
     ...             jnp.ones((1, 1)))[0]  # [[-1.]]
   """
-  r = _float(sg(rewards))
+  r = upcast(sg(rewards))
   adv = lam * (r > 0) - neg_weight * (r < 0)
   return pg(logp, adv, mask)
 
@@ -261,7 +258,7 @@ def nft(logp: Array, old_logp: Array, correct: Array, mask: Array, *,
     >>> nft(jnp.zeros((2, 1)), jnp.zeros((2, 1)), jnp.array([1., 0.]),
     ...     jnp.ones((2, 1)), group_size=2)[0]  # [[0.], [0.]]
   """
-  c = _float(sg(correct)).reshape(-1, group_size)
+  c = upcast(sg(correct)).reshape(-1, group_size)
   acc = jnp.clip(c.mean(-1, keepdims=True), acc_min, acc_max)
   acc = jnp.broadcast_to(acc, c.shape).reshape(-1)[:, None]
   log_ratio = _masked(logp, mask) - _masked(old_logp, mask)
@@ -293,7 +290,7 @@ def redi(logp_pos: Array, mask_pos: Array, logp_neg: Array, mask_neg: Array,
     >>> redi(jnp.array([[-1., -1.]]), jnp.ones((1, 2)),
     ...      jnp.array([[-2.]]), jnp.ones((1, 1)))  # 1 - 1.6 = -0.6
   """
-  mean = lambda lp, m: _seq_sum(lp, m) / jnp.maximum(_float(m).sum(-1), 1)
+  mean = lambda lp, m: _seq_sum(lp, m) / jnp.maximum(upcast(m).sum(-1), 1)
   return (-alpha_pos * mean(logp_pos, mask_pos)
           + alpha_neg * mean(logp_neg, mask_neg))
 
@@ -317,17 +314,17 @@ def entropy(logits: Array, mask: Array, *,
   def step(carry, z):
     mx, s, sz = carry
     # why: -inf logits (banned tokens) would give 0·(−inf) = NaN below.
-    z = jnp.maximum(_float(z), jnp.finfo(mx.dtype).min)
+    z = jnp.maximum(upcast(z), jnp.finfo(mx.dtype).min)
     new = jnp.maximum(mx, z.max(-1))
     e = jnp.exp(z - new[..., None])
     scale = jnp.exp(mx - new)  # why: rescale sums to the new running max.
     return (new, s * scale + e.sum(-1), sz * scale + (e * z).sum(-1)), None
 
-  init = jnp.full((b, t), -jnp.inf, _float(logits[..., :1]).dtype)
+  init = jnp.full((b, t), -jnp.inf, upcast(logits[..., :1]).dtype)
   zero = jnp.zeros_like(init)
   (mx, s, sz), _ = jax.lax.scan(step, (init, zero, zero), chunks)
   h = mx + jnp.log(s) - sz / s
-  return jnp.where(mask > 0, h, 0) * _float(mask)
+  return jnp.where(mask > 0, h, 0) * upcast(mask)
 
 
 POLICY_LOSSES = {

@@ -9,14 +9,12 @@ returns a per-pair loss [B] to minimise, in float32 (float64 under x64).
 import jax
 import jax.numpy as jnp
 
+from postrain.losses._numerics import upcast
+
 Array = jax.Array
 _log_sig = jax.nn.log_sigmoid
 
-
-def up(x) -> Array:
-  """Upcasts to at least float32 (why: bf16 log-ratios lose ~3 digits)."""
-  x = jnp.asarray(x)
-  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+up = upcast
 
 
 def log_ratio(logp, ref) -> Array:

@@ -18,13 +18,10 @@ that an objective can refuse to step on an empty batch.
 import jax
 import jax.numpy as jnp
 
+from postrain.losses._numerics import upcast
+
 Array = jax.Array
 
-
-def _float(x: Array) -> Array:
-  # why: at least float32 (bf16 sums lose bits), float64 kept under x64.
-  x = jnp.asarray(x)
-  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
 def _psum(x: Array, axis_name: str | None) -> Array:
@@ -38,12 +35,12 @@ def _safe_div(num: Array, den: Array) -> Array:
 
 
 def _masked(loss: Array, mask: Array) -> Array:
-  return jnp.where(mask > 0, _float(loss), 0) * _float(mask)
+  return jnp.where(mask > 0, upcast(loss), 0) * upcast(mask)
 
 
 def valid_counts(mask: Array, *, axis_name: str | None = None) -> dict:
   """Global valid-token and valid-sequence counts of a [B, T] mask."""
-  m = _float(mask)
+  m = upcast(mask)
   return dict(tokens=_psum(m.sum(), axis_name),
               sequences=_psum((m.sum(-1) > 0).sum().astype(m.dtype),
                               axis_name))
@@ -63,7 +60,7 @@ def token_mean(loss: Array, mask: Array, *,
 def sequence_mean_token_mean(loss: Array, mask: Array, *,
                              axis_name: str | None = None) -> Array:
   """Original GRPO / GSPO mode `(1/B') Σ_b Σ_t m ℓ / n_b`."""
-  per_seq = _safe_div(_masked(loss, mask).sum(-1), _float(mask).sum(-1))
+  per_seq = _safe_div(_masked(loss, mask).sum(-1), upcast(mask).sum(-1))
   num = _psum(per_seq.sum(), axis_name)
   return _safe_div(num, valid_counts(mask, axis_name=axis_name)['sequences'])
 
@@ -93,7 +90,7 @@ def example_mean(loss: Array, valid: Array | None = None, *,
   """Per-example mean `Σ_b v ℓ_b / Σ_b v` for per-example losses [B]."""
   valid = jnp.ones(loss.shape) if valid is None else valid
   num = _psum(_masked(loss, valid).sum(), axis_name)
-  return _safe_div(num, _psum(_float(valid).sum(), axis_name))
+  return _safe_div(num, _psum(upcast(valid).sum(), axis_name))
 
 
 REDUCERS = {

@@ -2,6 +2,7 @@
 
 from postrain.models._config import PRESETS
 from postrain.models._config import TransformerConfig
+from postrain.models._testing import random_state
 from postrain.models._transformer import Cache
 from postrain.models._transformer import init_cache
 from postrain.models._transformer import Transformer

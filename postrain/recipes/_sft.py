@@ -4,7 +4,6 @@ The objective never builds float32 `[B, T, V]` logits: it takes the final
 hidden states and the unembedding matrix to the chunked kernel.
 """
 
-import jax
 import jax.numpy as jnp
 from flax import nnx
 

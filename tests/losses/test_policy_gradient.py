@@ -1,7 +1,6 @@
 """Tests for the policy-gradient losses, reducers, IS corrections and reward
 transforms (spec: policy_gradient.md §1, §3, §5–§8)."""
 
-import itertools
 
 import jax
 import jax.numpy as jnp

@@ -37,22 +37,7 @@ SINK = TINY.replace(
 
 def random_model(cfg, seed=0):
   """A model with numpy-random parameters (biases and norms non-trivial)."""
-  abstract = nnx.eval_shape(lambda: models.Transformer(cfg, rngs=nnx.Rngs(0)))
-  graphdef, state = nnx.split(abstract)
-  rng = np.random.default_rng(seed)
-
-  def fill(path, x):
-    name = jax.tree_util.keystr(path)
-    noise = rng.standard_normal(x.shape)
-    if 'scale' in name:
-      value = 1.0 - cfg.norm_offset + 0.1 * noise
-    elif 'bias' in name:
-      value = 0.1 * noise
-    else:
-      value = noise / np.sqrt(x.shape[0])
-    return jnp.asarray(value, x.dtype)
-
-  return nnx.merge(graphdef, jax.tree_util.tree_map_with_path(fill, state))
+  return nnx.merge(*models.random_state(cfg, seed))
 
 
 def _positions(b, t):
