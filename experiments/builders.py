@@ -5,7 +5,9 @@ explicit arguments of library calls, and fails early with a message that
 names the key.
 """
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import os
 import shutil
@@ -72,10 +74,27 @@ def optimizer(c: ml_collections.ConfigDict, total_steps: int):
   return opt, schedule
 
 
+@contextlib.contextmanager
+def _exclusive(directory: str):
+  """Holds a file lock: parallel runs (a sweep) prepare a dataset once."""
+  os.makedirs(directory, exist_ok=True)
+  with open(os.path.join(directory, '.prepare.lock'), 'w') as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def sources(c: ml_collections.ConfigDict, workdir: str):
   """`(train_source, test_source, format_fn)` for `config.data`."""
   data_dir = c.data_dir or os.path.join(os.path.dirname(
       os.path.abspath(workdir)), 'tfds')
+  with _exclusive(data_dir):
+    return _sources(c, data_dir)
+
+
+def _sources(c, data_dir):
   if c.task == 'arithmetic':
     builder = data.prepare(
         'synthetic_arithmetic', data_dir, min_steps=c.min_steps,

@@ -63,8 +63,9 @@ def _wait_for(path, proc, timeout=300):
 
 
 def _final_state(workdir):
-  path = os.path.join(workdir, 'checkpoints', '40', 'state')
-  return ocp.PyTreeCheckpointer().restore(path)
+  path = os.path.join(workdir, 'checkpoints', '40')
+  return {item: ocp.PyTreeCheckpointer().restore(os.path.join(path, item))
+          for item in ('params', 'train')}
 
 
 def test_killed_then_resumed_equals_uninterrupted(fast, tmp_path):
