@@ -29,8 +29,8 @@ class _HideTensorFlow:
 def no_tensorflow(monkeypatch):
   """Building and reading must work as if TensorFlow were not installed."""
   # etils treats 'tensorflow' in sys.modules as "TF is available".
-  if 'tensorflow' in sys.modules:
-    pytest.skip('tensorflow was imported by an earlier test')
+  assert 'tensorflow' not in sys.modules, (
+      'something imported TensorFlow; postrain must run without it')
   hidden = [_HideTensorFlow(f) for f in sys.meta_path]
   monkeypatch.setattr(sys, 'meta_path', hidden)
   yield
