@@ -100,7 +100,8 @@ def _sources(c, data_dir):
         'synthetic_arithmetic', data_dir, min_steps=c.min_steps,
         max_steps=c.max_steps, operand_max=c.operand_max,
         num_train=c.num_train, num_test=c.num_test)
-    fmt = data.arithmetic_format(rationale=c.rationale)
+    # Online recipes read only prompts: their configs have no `rationale`.
+    fmt = data.arithmetic_format(rationale=c.get('rationale', True))
   elif c.task == 'jsonl':
     if not c.jsonl_path:
       raise ValueError('config.data.task=jsonl needs config.data.jsonl_path '

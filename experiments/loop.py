@@ -11,10 +11,10 @@ import numpy as np
 import tqdm
 
 from experiments import builders
+from experiments import phases
 from experiments import report
 from postrain import data
 from postrain import models
-from postrain import recipes
 from postrain import sharding
 from postrain import train
 
@@ -27,27 +27,28 @@ def run(config, workdir: str, *, overwrite: bool = False) -> dict:
 
 
 def _run(config, workdir, mesh):
-  # ------------------------------------------------------------ mesh
+  # ------------------------------------------------------------ data
   init_rng, train_rng, eval_rng = jax.random.split(
       jax.random.key(config.seed), 3)
-  batch_sharding = sharding.batch_sharding(mesh)
-  replicated = sharding.logical_sharding(mesh, None)
-
-  # ------------------------------------------------------------ data
   tokenizer = data.load_tokenizer(config.data.tokenizer)
   train_src, test_src, fmt = builders.sources(config.data, workdir)
-  train_it = iter(builders.loader(config.data, train_src, tokenizer, fmt,
-                                  seed=config.seed))
+  put = functools.partial(jax.make_array_from_process_local_data,
+                          sharding.batch_sharding(mesh))
 
   # ------------------------------------------------------------ init
   model_cfg = builders.model_config(config.model, tokenizer.vocab_size)
-  optimizer, schedule = builders.optimizer(config.optim, config.total_steps)
   graphdef, _ = nnx.split(nnx.eval_shape(
       lambda: models.Transformer(model_cfg, rngs=nnx.Rngs(0))))
+  phase = phases.build(phases.Context(
+      config, workdir, graphdef, model_cfg, tokenizer, train_src, test_src,
+      fmt, put, mesh))
+  optimizer, schedule = builders.optimizer(
+      config.optim, config.total_steps * phase.updates_per_step)
 
   def init(rng):
-    params = nnx.state(models.Transformer(model_cfg, rngs=nnx.Rngs(rng)))
-    return train.init_state(params, optimizer)
+    lm = nnx.state(models.Transformer(model_cfg, rngs=nnx.Rngs(rng)))
+    params = phase.init_params(lm, rng)
+    return train.init_state(params, optimizer, phase.init_extra(params))
 
   abstract = jax.eval_shape(init, init_rng)
   shardings = sharding.tree_shardings(mesh, abstract)
@@ -55,8 +56,8 @@ def _run(config, workdir, mesh):
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
       abstract, shardings)
   state = jax.jit(init, out_shardings=shardings)(init_rng)
-  _say(f'model: {model_cfg.num_params() / 1e6:.2f}M parameters, mesh '
-       f'{dict(mesh.shape)}, {jax.device_count()} x '
+  _say(f'{config.recipe}: {model_cfg.num_params() / 1e6:.2f}M parameters, '
+       f'mesh {dict(mesh.shape)}, {jax.device_count()} x '
        f'{jax.devices()[0].device_kind}')
 
   # ------------------------------------------------------------ restore
@@ -66,32 +67,34 @@ def _run(config, workdir, mesh):
   meta = {}
   if ckpt.latest_step() is not None:
     state, meta = ckpt.restore(abstract)
-    train_it.set_state(_decode_state(meta['data']))
-    _say(f'resumed from step {int(state.step)} of {workdir}')
+    phase.set_state(meta['data'])
+    _say(f'resumed from step {int(meta["iteration"])} of {workdir}')
   elif config.init_from:
-    state = state.replace(
-        params=train.restore_params(config.init_from, abstract.params))
+    lm = train.restore_params(config.init_from,
+                              phase.lm_params(abstract.params))
+    params = phase.init_params(lm, init_rng)
+    state = jax.jit(lambda p: train.init_state(p, optimizer,
+                                               phase.init_extra(p)),
+                    out_shardings=shardings)(params)
     _say(f'initialised parameters from {config.init_from}')
-  start = int(state.step)
+  start = int(meta.get('iteration', 0))
   report.truncate_metrics(workdir, start)
 
   # ------------------------------------------------------------ compile
-  objective = recipes.sft.make_objective(graphdef, **config.loss)
   step_fn = jax.jit(
-      train.make_train_step(objective, optimizer,
+      train.make_train_step(phase.objective, optimizer,
                             grad_accum=config.optim.grad_accum),
-      out_shardings=(shardings, replicated), donate_argnums=0)
-  put = functools.partial(jax.make_array_from_process_local_data,
-                          batch_sharding)
-  evaluate = functools.partial(
-      _evaluate, config=config, workdir=workdir, graphdef=graphdef,
-      objective=jax.jit(objective), tokenizer=tokenizer, fmt=fmt,
-      test_src=test_src, put=put, rng=eval_rng)
+      out_shardings=(shardings, sharding.logical_sharding(mesh, None)),
+      donate_argnums=0)
+
+  def evaluate(state, step):
+    return phase.evaluate(state.params, jax.random.fold_in(eval_rng, step),
+                          step)
 
   # ------------------------------------------------------------ loop
   writer = train.MetricWriter(workdir)
   if 'eval_before' not in meta:
-    meta['eval_before'] = evaluate(state.params, step=start)
+    meta['eval_before'] = evaluate(state, start)
     writer.write(start, meta['eval_before'])
   stop = _StopSignal()
   bar = tqdm.tqdm(total=config.total_steps, initial=start, unit='step',
@@ -99,17 +102,21 @@ def _run(config, workdir, mesh):
   pending, t0, step = [], time.perf_counter(), start
   try:
     for step in range(start + 1, config.total_steps + 1):
-      batch = jax.tree.map(put, next(train_it))
-      state, metrics = step_fn(state, batch,
-                               jax.random.fold_in(train_rng, step))
-      pending.append((step, metrics))
+      rng = jax.random.fold_in(train_rng, step)
+      batches, phase_metrics = phase.batches(state, rng)
+      updates = []
+      for i, batch in enumerate(batches):
+        state, m = step_fn(state, jax.tree.map(put, batch),
+                           jax.random.fold_in(rng, i))
+        updates.append(m)
+      pending.append((step, updates, phase_metrics, int(state.step)))
       last = step == config.total_steps or stop.requested
       if step % config.log_every == 0 or ckpt.should_save(step) or last:
-        _flush(pending, writer, bar, schedule, t0, ckpt, train_it.stats)
+        _flush(pending, writer, bar, schedule, t0, ckpt)
         pending, t0 = [], time.perf_counter()
       if step % config.eval_every == 0 and not last:
-        writer.write(step, evaluate(state.params, step=step))
-      meta['data'] = _encode_state(train_it.get_state())
+        writer.write(step, evaluate(state, step))
+      meta.update(data=phase.get_state(), iteration=step)
       ckpt.save(step, state, meta, force=last)
       if stop.requested:
         _say(f'signal {stop.signum}: saved step {step}, exiting.')
@@ -123,19 +130,25 @@ def _run(config, workdir, mesh):
     raise SystemExit(f'interrupted at step {step}; rerun to resume.')
 
   # ------------------------------------------------------------ report
-  after = evaluate(state.params, step=step)
+  after = evaluate(state, step)
   writer.write(step, after)
   writer.close()
   return report.write_summary(workdir, config, model_cfg,
                               meta['eval_before'], after)
 
 
-def _flush(pending, writer, bar, schedule, t0, ckpt, data_stats):
-  """One host sync: writes every pending step's metrics; stops on NaN/Inf."""
-  fetched = jax.device_get([m for _, m in pending])
+def _flush(pending, writer, bar, schedule, t0, ckpt):
+  """One host sync: writes every pending step's metrics; stops on NaN/Inf.
+
+  A step's update metrics are averaged over its updates (one for SFT,
+  epochs × minibatches for RL); `finite` is their minimum.
+  """
+  fetched = jax.device_get([u for _, u, _, _ in pending])
   seconds = time.perf_counter() - t0
-  tokens = sum(m['tokens'] for m in fetched)
-  for (step, _), m in zip(pending, fetched):
+  tokens = sum(m['tokens'] for ms in fetched for m in ms)
+  for (step, _, phase_metrics, updates), ms in zip(pending, fetched):
+    m = {k: float(np.mean([x[k] for x in ms])) for k in ms[0]}
+    m['finite'] = float(min(x['finite'] for x in ms))
     if m['finite'] == 0.0:
       writer.flush()
       raise FloatingPointError(
@@ -143,38 +156,11 @@ def _flush(pending, writer, bar, schedule, t0, ckpt, data_stats):
           'that update was skipped and no later checkpoint was written. Last '
           f'good checkpoint: step {ckpt.latest_step()}. Lower optim.lr or '
           'check the data.')
-    writer.write(step, dict(m, lr=schedule(step - 1),
-                            tokens_per_s=tokens / seconds,
-                            truncated=data_stats.num_truncated))
+    writer.write(step, dict(m, **phase_metrics, lr=float(schedule(updates - 1)),
+                            tokens_per_s=tokens / seconds))
   writer.flush()
   bar.update(len(pending))
-  bar.set_postfix(loss=f'{fetched[-1]["loss"]:.4f}',
-                  tok_s=f'{tokens / seconds:,.0f}')
-
-
-def _evaluate(params, *, step, config, workdir, graphdef, objective,
-              tokenizer, fmt, test_src, put, rng):
-  """Held-out loss, and task accuracy by greedy sampling and the verifier."""
-  c = config.eval
-  loader = builders.loader(config.data, test_src, tokenizer, fmt,
-                           seed=0, shuffle=False, num_epochs=None)
-  losses = [objective(params, jax.tree.map(put, b), rng)[0]
-            for b, _ in zip(loader, range(c.loss_batches))]
-  out = {'eval/loss': float(np.mean(jax.device_get(losses)))}
-  n = min(c.num_prompts, len(test_src))
-  if n and config.data.task == 'arithmetic':
-    records = [test_src[i] for i in range(n)]
-    prompts = [fmt(r)[0] for r in records]
-    texts = recipes.generate(
-        graphdef, params, tokenizer, prompts, rng,
-        max_new_tokens=c.max_new_tokens, batch_size=c.batch_size,
-        max_prompt_len=config.data.max_len, temperature=c.temperature)
-    acc, bits = recipes.accuracy(texts, [r['answer'] for r in records],
-                                 data.is_correct)
-    out['eval/accuracy'] = acc
-    report.write_samples(workdir, step, prompts[:c.num_samples_written],
-                         texts, records, bits)
-  return out
+  bar.set_postfix(loss=f'{m["loss"]:.4f}', tok_s=f'{tokens / seconds:,.0f}')
 
 
 def _say(text):
@@ -197,11 +183,3 @@ class _StopSignal:
   def restore(self):
     for s, handler in self._old.items():
       signal.signal(s, handler)
-
-
-def _encode_state(s):
-  return {'bytes': s.decode()} if isinstance(s, bytes) else s
-
-
-def _decode_state(s):
-  return s['bytes'].encode() if isinstance(s, dict) and 'bytes' in s else s

@@ -68,7 +68,8 @@ def write_summary(workdir, config, model_cfg, before: dict, after: dict):
   return summary
 
 
-def plot_metrics(workdir: str, keys=('loss', 'eval/loss', 'eval/accuracy')):
+def plot_metrics(workdir: str, keys=('loss', 'eval/loss', 'eval/accuracy',
+                                     'reward/mean', 'eval/pass@8', 'kl_ref')):
   """Saves `metrics.png`: one panel per key against steps."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
@@ -80,7 +81,7 @@ def plot_metrics(workdir: str, keys=('loss', 'eval/loss', 'eval/accuracy')):
   for ax, key in zip(axes[0], keys):
     pts = [(r['step'], r[key]) for r in rows if isinstance(r.get(key), float)]
     ax.plot(*zip(*pts), marker='.' if key.startswith('eval') else None)
-    if 'loss' in key:
+    if 'loss' in key and min(v for _, v in pts) > 0:
       ax.set_yscale('log')
     ax.set_xlabel('step')
     ax.set_title(key)

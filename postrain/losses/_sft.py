@@ -23,14 +23,20 @@ def logit_stats(logits: Array, targets: Array) -> dict[str, Array]:
 
   Returns:
     dict of float32 [B, T] arrays: `target` (logit of the target token),
-    `log_z` (logsumexp over V) and `mean` (mean logit over V).
+    `log_z` (logsumexp over V), `mean` (mean logit over V) and `entropy`
+    (`log Z − Σ_v softmax(z)_v z_v`, what RL recipes log and regularise).
   """
   logits = logits.astype(jnp.float32)  # why: logsumexp in bf16 loses bits.
   target = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+  log_z = jax.nn.logsumexp(logits, axis=-1)
+  # why where: a -inf logit has probability 0; 0·(−inf) would be NaN.
+  finite = jnp.where(jnp.isfinite(logits), logits, 0.0)
+  expected = jnp.sum(jax.nn.softmax(logits, axis=-1) * finite, axis=-1)
   return dict(
       target=target,
-      log_z=jax.nn.logsumexp(logits, axis=-1),
+      log_z=log_z,
       mean=jnp.mean(logits, axis=-1),
+      entropy=log_z - expected,
   )
 
 

@@ -1,5 +1,12 @@
 """Recipes: where kernels meet models. One module per training procedure."""
 
+# pylint: disable=g-importing-member
+from postrain.recipes import _rl as rl
 from postrain.recipes import _sft as sft
 from postrain.recipes._eval import accuracy
 from postrain.recipes._eval import generate
+from postrain.recipes._rollout import assemble
+from postrain.recipes._rollout import pass_at_k
+from postrain.recipes._rollout import rollout
+from postrain.recipes._rollout import Rollout
+from postrain.recipes._rollout import score

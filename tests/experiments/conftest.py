@@ -10,6 +10,9 @@ FAST = {
     'data.max_len': 48, 'eval.num_prompts': 4, 'eval.batch_size': 4,
     'eval.max_new_tokens': 8, 'eval.loss_batches': 1, 'ckpt.every': 4,
     'ckpt.use_async': False,
+    # Online recipes (keys absent from a config are skipped).
+    'rl.group_size': 4, 'rl.prompts_per_step': 4, 'rl.max_new_tokens': 8,
+    'eval.pass_prompts': 2, 'eval.num_samples': 2,
 }
 
 

@@ -26,12 +26,13 @@ def _config(path, overrides):
   module, _ = builders.load_config_module(f'{path}:tiny')
   config = module.get_config('tiny')
   config.unlock()
-  for key, value in overrides.items():
+  for key, value in overrides.items():  # those that apply to this recipe
     *parents, leaf = key.split('.')
     node = config
     for part in parents:
-      node = node[part]
-    node[leaf] = value
+      node = node.get(part, {})
+    if leaf in node:
+      node[leaf] = value
   config.lock()
   return config
 

@@ -7,6 +7,7 @@ import pytest
 
 from postrain.losses import _reduce
 from postrain.losses import _sft
+from postrain.losses._policy_gradient import entropy
 
 
 def _np_reference(logits, targets, mask, eps, c):
@@ -120,3 +121,24 @@ def test_sequence_logprobs_sum_over_mask():
   seq = _sft.sequence_logprobs(_sft.token_logprobs(stats), jnp.asarray(mask))
   _, ref_logp = _np_reference(logits, targets, mask, 0.0, 0.0)
   np.testing.assert_allclose(seq, (ref_logp * mask).sum(-1), rtol=1e-5)
+
+
+def test_entropy_matches_float64_and_the_streaming_kernel():
+  logits, targets, _ = _inputs(6)
+  z = logits.astype(np.float64)
+  p = np.exp(z - z.max(-1, keepdims=True))
+  p /= p.sum(-1, keepdims=True)
+  ref = -(p * np.log(p)).sum(-1)
+  stats = _sft.logit_stats(jnp.asarray(logits), jnp.asarray(targets))
+  np.testing.assert_allclose(stats['entropy'], ref, rtol=1e-5, atol=1e-6)
+  h = jnp.asarray(logits[..., :3], jnp.float32)  # chunked path: D = 3
+  w = jnp.asarray(np.random.default_rng(0).normal(size=(3, logits.shape[-1])),
+                  jnp.float32)
+  chunked = _sft.chunked_logit_stats(h, w, jnp.asarray(targets), chunk_size=2)
+  np.testing.assert_allclose(
+      chunked['entropy'],
+      entropy(jnp.einsum('btd,dv->btv', h, w), jnp.ones(targets.shape)),
+      rtol=1e-5, atol=1e-6)
+  banned = jnp.asarray(logits).at[..., 0].set(-jnp.inf)
+  assert np.isfinite(_sft.logit_stats(banned, jnp.asarray(targets) % 3 + 1)[
+      'entropy']).all()

@@ -1,0 +1,15 @@
+"""Per-recipe phases of the loop, chosen by `config.recipe`."""
+
+from experiments.phases._common import Context
+from experiments.phases._common import Phase
+from experiments.phases.rl import Rl
+from experiments.phases.sft import Sft
+
+PHASES = {'sft': Sft, 'rl': Rl}
+
+
+def build(ctx: Context) -> Phase:
+  recipe = ctx.config.recipe
+  if recipe not in PHASES:
+    raise ValueError(f'config.recipe={recipe!r}; valid: {sorted(PHASES)}.')
+  return PHASES[recipe](ctx)
