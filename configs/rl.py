@@ -96,6 +96,8 @@ def get_config(arg=None):
       entropy_coef=0.0,
       value_coef=0.0,  # > 0 iff advantage='gae'
       value_clip=0.2,
+      correction='',  # '' or tis_token, tis_seq, mis_seq, geo_filter
+      correction_kwargs={},
       gamma=1.0, lam=0.95,
   ))
   c.rl.update(ALGOS[arg.algo])

@@ -88,7 +88,7 @@ def _exclusive(directory: str):
 
 def sources(c: ml_collections.ConfigDict, workdir: str):
   """`(train_source, test_source, format_fn)` for `config.data`."""
-  data_dir = c.data_dir or os.path.join(os.path.dirname(
+  data_dir = c.get('data_dir') or os.path.join(os.path.dirname(
       os.path.abspath(workdir)), 'tfds')
   with _exclusive(data_dir):
     return _sources(c, data_dir)
@@ -108,10 +108,26 @@ def _sources(c, data_dir):
                        '(a directory with train.jsonl and test.jsonl).')
     builder = data.prepare('jsonl_text', data_dir, path=c.jsonl_path)
     fmt = data.jsonl_format(c.prompt_field, c.response_field)
+  elif c.task == 'digitsum':  # In memory: grain reads any sequence.
+    return (data.digitsum_corpus(c.num_train, seed=0),
+            data.digitsum_prompts(), data.digitsum_format)
   else:
-    raise ValueError(f'config.data.task={c.task!r}; valid: arithmetic, jsonl.')
+    raise ValueError(f'config.data.task={c.task!r}; valid: arithmetic, '
+                     'jsonl, digitsum.')
   return (data.data_source(builder, 'train'), data.data_source(builder, 'test'),
           fmt)
+
+
+def verifier(task: str):
+  """`fn(completion_text, record) -> bool` of a task with a checkable answer.
+
+  Returns None for tasks without one (`jsonl`).
+  """
+  if task == 'arithmetic':
+    return lambda text, r: data.is_correct(text, r['answer'])
+  if task == 'digitsum':
+    return data.digitsum_correct
+  return None
 
 
 def loader(c: ml_collections.ConfigDict, source, tokenizer, fmt, *, seed: int,

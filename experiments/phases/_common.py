@@ -7,6 +7,7 @@ import grain
 import jax
 import numpy as np
 
+from experiments import builders
 from experiments import report
 from postrain import data
 from postrain import recipes
@@ -71,7 +72,8 @@ def greedy_accuracy(ctx: Context, lm_params, rng, step: int) -> dict:
   """Held-out accuracy of greedy completions under the task's verifier."""
   c, dc = ctx.config.eval, ctx.config.data
   n = min(c.num_prompts, len(ctx.test_src))
-  if not n or dc.task != 'arithmetic':
+  verify = builders.verifier(dc.task)
+  if not n or verify is None:
     return {}
   records = [ctx.test_src[i] for i in range(n)]
   prompts = [ctx.fmt(r)[0] for r in records]
@@ -79,8 +81,8 @@ def greedy_accuracy(ctx: Context, lm_params, rng, step: int) -> dict:
       ctx.graphdef, lm_params, ctx.tokenizer, prompts, rng,
       max_new_tokens=c.max_new_tokens, batch_size=c.batch_size,
       max_prompt_len=dc.max_len, temperature=c.temperature)
-  acc, bits = recipes.accuracy(texts, [r['answer'] for r in records],
-                               data.is_correct)
+  bits = np.array([verify(t, r) for t, r in zip(texts, records)])
+  acc = float(bits.mean())
   report.write_samples(ctx.workdir, step, prompts[:c.num_samples_written],
                        texts, records, bits)
   return {'eval/accuracy': acc}

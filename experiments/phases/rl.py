@@ -3,28 +3,34 @@
 import jax
 import numpy as np
 
+from experiments import builders
 from experiments.phases import _common
 from postrain import data
 from postrain import recipes
 
-# Reward functions of the synthetic tasks: `fn(completion, record) -> float`.
-REWARD_FNS = {
-    # 1 if the verifier accepts the answer, else 0.
-    'correct': lambda text, r: float(data.is_correct(text, r['answer'])),
-    # 1 if an answer can be parsed at all (format reward).
-    'format': lambda text, r: float(data.extract_answer(text) is not None),
-}
 
 
-def reward_fns(spec: str) -> dict:
-  """Parses `config.rl.rewards`, e.g. `'correct:1,format:0.1'`."""
+def _reward_registry(task: str) -> dict:
+  """Reward functions `fn(completion, record) -> float` of a task."""
+  verify = builders.verifier(task)
   out = {}
+  if verify is not None:  # 1 if the task's verifier accepts, else 0.
+    out['correct'] = lambda text, r: float(verify(text, r))
+  if task == 'arithmetic':  # 1 if an answer can be parsed at all.
+    out['format'] = lambda text, r: float(
+        data.extract_answer(text) is not None)
+  return out
+
+
+def reward_fns(spec: str, task: str = 'arithmetic') -> dict:
+  """Parses `config.rl.rewards`, e.g. `'correct:1,format:0.1'`."""
+  registry, out = _reward_registry(task), {}
   for item in filter(None, spec.split(',')):
     name, _, weight = item.partition(':')
-    if name not in REWARD_FNS:
-      raise ValueError(f'config.rl.rewards: unknown reward {name!r}; valid: '
-                       f'{sorted(REWARD_FNS)}.')
-    out[name] = (REWARD_FNS[name], float(weight or 1.0))
+    if name not in registry:
+      raise ValueError(f'config.rl.rewards: unknown reward {name!r} for task '
+                       f'{task!r}; valid: {sorted(registry)}.')
+    out[name] = (registry[name], float(weight or 1.0))
   if not out:
     raise ValueError('config.rl.rewards is empty; e.g. "correct:1".')
   return out
@@ -57,7 +63,7 @@ class Rl(_common.Phase):
     if self._ppo != (rl.value_coef > 0):
       raise ValueError('config.rl: advantage=gae (PPO) and value_coef > 0 go '
                        'together: the value head is trained iff GAE uses it.')
-    self._rewards = reward_fns(rl.rewards)
+    self._rewards = reward_fns(rl.rewards, c.data.task)
     self._prompts = _common.PromptStream(ctx.train_src, rl.prompts_per_step,
                                          seed=c.seed)
     self._needs_ref = bool(rl.kl_coef or rl.kl_in_reward)
@@ -72,7 +78,8 @@ class Rl(_common.Phase):
             if rl.reducer == 'sequence_mean_token_sum_norm' else None),
         kl_coef=rl.kl_coef, kl_estimator=rl.kl_estimator,
         entropy_coef=rl.entropy_coef, value_coef=rl.value_coef,
-        value_clip=rl.value_clip)
+        value_clip=rl.value_clip, correction=rl.correction,
+        correction_kwargs=dict(rl.correction_kwargs))
     self._prepare = jax.jit(recipes.rl.make_prepare(
         ctx.graphdef, advantage=rl.advantage, group_size=rl.group_size,
         advantage_kwargs=dict(rl.advantage_kwargs),
@@ -126,6 +133,8 @@ class Rl(_common.Phase):
   def _pass_at_k(self, lm_params, rng):
     """pass@k on held-out prompts from `eval.num_samples` samples each."""
     ctx, c = self.ctx, self.ctx.config.eval
+    if ctx.config.data.task == 'digitsum':
+      return exact_digitsum_metrics(ctx, lm_params)
     n = min(c.pass_prompts, len(ctx.test_src))
     if not n or not c.num_samples:
       return {}
@@ -135,13 +144,38 @@ class Rl(_common.Phase):
         [ctx.fmt(r)[0] for r in records], records, rng,
         group_size=c.num_samples, max_prompt_len=ctx.config.data.max_len,
         max_new_tokens=c.max_new_tokens, temperature=1.0)
-    bits = np.array([data.is_correct(t, r['answer'])
-                     for t, r in zip(out.texts, out.records)])
+    verify = builders.verifier(ctx.config.data.task)
+    bits = np.array([verify(t, r) for t, r in zip(out.texts, out.records)])
     correct = bits.reshape(n, c.num_samples).sum(-1)
     ks = [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= c.num_samples]
     return {f'eval/pass@{k}': float(np.mean(
         [recipes.pass_at_k(c.num_samples, int(ci), k) for ci in correct]))
             for k in ks}
+
+
+def exact_digitsum_metrics(ctx, lm_params) -> dict:
+  """Exact pass@k (k = 1 … 256), coverage@128 and answer entropy."""
+  prompts = data.digitsum_prompts()
+  logp = recipes.answer_logprobs(
+      ctx.graphdef, lm_params, ctx.tokenizer,
+      [data.digitsum_format(r)[0] for r in prompts],
+      [f' {y}' for y in data.DIGITSUM_ANSWERS],
+      max_prompt_len=ctx.config.data.max_len)
+  probs = np.exp(logp)
+  valid = np.array([[data.digitsum_correct(y, r)
+                     for y in data.DIGITSUM_ANSWERS] for r in prompts])
+  p_correct = (probs * valid).sum(-1)
+  rare = np.isin([int(r['sum']) for r in prompts], data.RARE_DIGIT_SUMS)
+  out = {f'eval/pass@{k}': data.exact_pass_at_k(p_correct, k)
+         for k in (1, 2, 4, 8, 16, 32, 64, 128, 256)}
+  out.update({
+      'eval/coverage@128': data.exact_coverage(probs, valid, 128),
+      'eval/pass@1_rare': data.exact_pass_at_k(p_correct[rare], 1),
+      'eval/pass@256_rare': data.exact_pass_at_k(p_correct[rare], 256),
+      'eval/answer_mass': float(probs.sum(-1).mean()),
+      'eval/answer_entropy': float(np.mean(-(probs * logp).sum(-1))),
+  })
+  return out
 
 
 def _rollout_metrics(out, batch, parts, errors, group_size) -> dict:

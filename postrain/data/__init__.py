@@ -17,6 +17,15 @@ from postrain.data._builders import JsonlTextConfig
 from postrain.data._builders import prepare
 from postrain.data._builders import SyntheticArithmetic
 from postrain.data._builders import SyntheticArithmeticConfig
+from postrain.data._digitsum import ANSWERS as DIGITSUM_ANSWERS
+from postrain.data._digitsum import digitsum_corpus
+from postrain.data._digitsum import digitsum_correct
+from postrain.data._digitsum import digitsum_format
+from postrain.data._digitsum import digitsum_prompts
+from postrain.data._digitsum import exact_coverage
+from postrain.data._digitsum import exact_pass_at_k
+from postrain.data._digitsum import RARE_SUMS as RARE_DIGIT_SUMS
+from postrain.data._digitsum import valid_answers
 from postrain.data._formats import arithmetic_format
 from postrain.data._formats import FormatFn
 from postrain.data._formats import json_fields

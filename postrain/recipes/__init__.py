@@ -4,6 +4,7 @@
 from postrain.recipes import _rl as rl
 from postrain.recipes import _sft as sft
 from postrain.recipes._eval import accuracy
+from postrain.recipes._eval import answer_logprobs
 from postrain.recipes._eval import generate
 from postrain.recipes._rollout import assemble
 from postrain.recipes._rollout import pass_at_k

@@ -66,6 +66,8 @@ def make_objective(
     entropy_coef: float = 0.0,
     value_coef: float = 0.0,
     value_clip: float = 0.2,
+    correction: str = '',
+    correction_kwargs: dict | None = None,
     chunk_size: int = 128,
 ):
   """`objective(params, batch, rng) -> (loss, metrics)` for online RL.
@@ -85,6 +87,10 @@ def make_objective(
       must then be `{'lm': ..., 'value': ...}` and the batch carry
       `old_values` and `returns`).
     value_clip: ε_v of the clipped value loss.
+    correction: '' or a key of `CORRECTIONS`: sampler–learner importance
+      weights in decoupled mode (target `old_logp`, behaviour the sampler's
+      `behaviour_logp`), passed as `weights` to `pg` / `ppo_clip`.
+    correction_kwargs: the correction's knobs (e.g. `cap`).
     chunk_size: positions per chunk of the log-softmax.
   """
   if loss_type not in ONLINE_LOSSES:
@@ -94,6 +100,9 @@ def make_objective(
   names = [n for n, p in inspect.signature(kernel).parameters.items()
            if p.kind == p.POSITIONAL_OR_KEYWORD]
   kwargs = dict(loss_kwargs or {})
+  if correction and 'weights' not in inspect.signature(kernel).parameters:
+    raise ValueError(f'correction={correction!r} needs a loss that takes '
+                     f'importance weights (pg, ppo_clip), not {loss_type!r}.')
   reduce = functools.partial(losses.REDUCERS[reducer],
                              **(reducer_kwargs or {}))
 
@@ -105,7 +114,12 @@ def make_objective(
     missing = [n for n in names if n not in inputs]
     if missing:
       raise KeyError(f'{loss_type} needs batch entries {missing}.')
-    per_token, diag = kernel(*(inputs[n] for n in names), **kwargs)
+    extra = {}
+    if correction:
+      extra['weights'], cdiag = losses.CORRECTIONS[correction](
+          batch['old_logp'], batch['behaviour_logp'], mask,
+          **(correction_kwargs or {}))
+    per_token, diag = kernel(*(inputs[n] for n in names), **kwargs, **extra)
     policy = reduce(per_token, mask)
     loss = policy
     entropy = losses.token_mean(fwd['entropy'], mask)
@@ -115,6 +129,11 @@ def make_objective(
                        jnp.float32))
     metrics.update({k: losses.token_mean(v, mask) for k, v in diag.items()
                     if v.shape == mask.shape})
+    if correction:
+      metrics.update(
+          is_weight=losses.token_mean(extra['weights'], mask),
+          is_flagged=losses.token_mean(cdiag['flagged'], mask),
+          is_ess=losses.effective_sample_size(extra['weights'], mask))
     if 'ref_logp' in batch:
       metrics['kl_ref'] = losses.token_mean(
           losses.KL_ESTIMATORS['k3'](fwd['logp'], batch['ref_logp'], mask),

@@ -115,3 +115,27 @@ def test_bad_settings_fail_with_the_valid_choices():
     _, params, batch = _setup()
     recipes.rl.make_prepare(graphdef, advantage='gae', group_size=2)(
         params, None, batch)
+
+
+def test_tis_correction_weights_tokens_by_the_capped_ratio():
+  graphdef, params, batch = _setup()
+  batch = recipes.rl.make_prepare(graphdef, advantage='rloo',
+                                  group_size=2)(params, None, batch)
+  m = np.asarray(batch['loss_mask'])
+  shift = np.where(m > 0, np.linspace(-1.5, 0.5, m.size).reshape(m.shape), 0)
+  batch = dict(batch, behaviour_logp=batch['old_logp'] - shift)
+  plain = recipes.rl.make_objective(graphdef, loss_type='pg')
+  tis = recipes.rl.make_objective(graphdef, loss_type='pg',
+                                  correction='tis_token',
+                                  correction_kwargs={'cap': 2.0})
+  loss, metrics = tis(params, batch, None)
+  logp = _ref_logp(graphdef, params, batch)
+  w = np.minimum(np.exp(shift), 2.0)
+  adv = np.asarray(batch['advantages'])[:, None]
+  expected = (-w * adv * logp * m).sum() / m.sum()
+  np.testing.assert_allclose(loss, expected, rtol=1e-4)
+  assert not np.isclose(loss, plain(params, batch, None)[0])
+  assert 0 < metrics['is_ess'] <= 1
+  with pytest.raises(ValueError, match='importance weights'):
+    recipes.rl.make_objective(graphdef, loss_type='topr',
+                              correction='tis_token')
