@@ -34,14 +34,18 @@ def test_public_names():
 # --- §0 the weighted sequence log-prob kernel --------------------------------
 
 
+def _weighted(logp, weights, mask, signs, normalizer):
+  return rat.weighted_seq_logprob(logp, mask, weights, signs=signs,
+                                  normalizer=normalizer)
+
+
 def test_weighted_seq_logprob_gradient_is_exact():
   with jax.enable_x64(True):
     logp, mask = _rand(4, 5), (np.random.default_rng(1).random((4, 5)) > .3)
     w, s = np.abs(_rand(4, seed=2)), np.array([1., -1., 1., -1.])
     for norm, n in ((1.0, np.ones(4)), (3.0, np.full(4, 3.)),
                     ('length', np.maximum(mask.sum(1), 1))):
-      fn = lambda lp, w_: rat.weighted_seq_logprob(
-          lp, mask, w_, signs=s, normalizer=norm)  # pylint: disable=cell-var-from-loop
+      fn = functools.partial(_weighted, mask=mask, signs=s, normalizer=norm)
       want = -w * s * (logp * mask).sum(1) / n
       np.testing.assert_allclose(fn(logp, w), want, atol=1e-12)
       g_logp, g_w = jax.grad(lambda lp, w_: fn(lp, w_).sum(), (0, 1))(logp, w)
@@ -71,7 +75,7 @@ def test_weighted_seq_logprob_masked_equals_sliced_and_dtypes():
     rat.weighted_seq_logprob(logp, mask, w, normalizer='tokens')
 
 
-# --- §1 TRICE ------------------------------------------------------------------
+# --- §1 TRICE ----------------------------------------------------------------
 
 
 def test_trice_accept_replaces_exactly_where_proposal_correct():
@@ -308,7 +312,9 @@ def test_systematic_resample_counts(seed):
   w = rng.random(2 * M) * (rng.random(2 * M) > .3)
   for num in (1, 7, 64, 200):
     keys = jax.random.split(jax.random.key(seed), 50)
-    idx = jax.vmap(lambda k: rat.systematic_resample(k, w, num))(keys)  # pylint: disable=cell-var-from-loop
+    draw = functools.partial(rat.systematic_resample, weights=w,
+                             num_samples=num)
+    idx = jax.vmap(draw)(keys)
     assert idx.shape == (50, num) and idx.dtype == jnp.int32
     counts = np.stack([np.bincount(i, minlength=2 * M) for i in idx])
     lp = num * w / w.sum()
@@ -368,7 +374,7 @@ def test_trice_memory_chain_is_stationary_at_posterior():
   assert pval > 1e-3, (stat, pval)
 
 
-# --- §7 MML and β-MML over a buffer --------------------------------------------
+# --- §7 MML and β-MML over a buffer ------------------------------------------
 
 
 def _buffer(seed=0, b=3, j=4, t=5):
@@ -452,7 +458,16 @@ def test_mml_over_correct_arms_is_trice_objective():
                                atol=1e-12)
 
 
-# --- §8 DCO ---------------------------------------------------------------------
+# --- §8 DCO ------------------------------------------------------------------
+
+
+def _dco_sum(logp, mask, n):
+  return rat.dco(logp, mask, n=n).sum()
+
+
+def _dco_weighted_sum(logp, mask, n):
+  w = rat.dco_weights(logp, mask, n=n)
+  return rat.weighted_seq_logprob(logp, mask, w).sum()
 
 
 def test_dco_values_gradient_and_ce_limit():
@@ -465,14 +480,13 @@ def test_dco_values_gradient_and_ce_limit():
       want = -np.log(-np.expm1(n * np.log1p(-p)))
       np.testing.assert_allclose(rat.dco(logp, mask, n=n), want, rtol=1e-9,
                                  atol=1e-15)
-      g = jax.grad(lambda x: rat.dco(x, mask, n=n).sum())(logp)  # pylint: disable=cell-var-from-loop
+      g = jax.grad(_dco_sum)(logp, mask, n)
       f = n * p * (1 - p)**(n - 1) / (1 - (1 - p)**n)
       np.testing.assert_allclose(g, -f[:, None] * mask, rtol=1e-7)
       np.testing.assert_allclose(rat.dco_weights(logp, mask, n=n), f,
                                  rtol=1e-7)
       # the weighted kernel with F_N reproduces the DCO gradient
-      g_w = jax.grad(lambda x: rat.weighted_seq_logprob(
-          x, mask, rat.dco_weights(x, mask, n=n)).sum())(logp)  # pylint: disable=cell-var-from-loop
+      g_w = jax.grad(_dco_weighted_sum)(logp, mask, n)
       np.testing.assert_allclose(g_w, g, rtol=1e-7)
     np.testing.assert_allclose(rat.dco(logp, mask, n=1), -lp_seq, rtol=1e-9)
     f = np.asarray(rat.dco_weights(logp, mask, n=16))
@@ -485,7 +499,7 @@ def test_dco_finite_at_extremes_and_empty_rows():
     mask = jnp.array([[1.], [1.], [1.], [0.]])
     for n in (1, 16):
       loss = rat.dco(logp, mask, n=n)
-      g = jax.grad(lambda x: rat.dco(x, mask, n=n).sum())(logp)  # pylint: disable=cell-var-from-loop
+      g = jax.grad(_dco_sum)(logp, mask, n)
       f = rat.dco_weights(logp, mask, n=n)
       assert loss.dtype == jnp.float32
       assert np.all(np.isfinite(loss)) and np.all(np.isfinite(g))
