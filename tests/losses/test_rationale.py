@@ -20,6 +20,12 @@ from postrain.losses import _rationale as rat
 M, C, K = 64, 12, 2  # examples, rationales per example, correct ones
 
 
+def _key(seed):
+  # why rbg: XLA:CPU compiles threefry sampling vmapped over thousands of
+  # keys about 10x slower; the kernels take keys of any implementation.
+  return jax.random.key(seed, impl='rbg')
+
+
 def _rand(*shape, seed=0):
   return np.random.default_rng(seed).normal(size=shape)
 
@@ -178,7 +184,6 @@ def _exact_gradient(logits, correct):
   return (post - p) / len(logits)
 
 
-@functools.partial(jax.jit, static_argnames=('estimator', 'num_samples'))
 def _toy_estimate(key, logits, correct, estimator, num_samples=M):
   """One TRICE gradient estimate of ∇ (1/M) Σ log p(y_m|x_m), [M, C]."""
   k_mem, k_prop, k_sub = jax.random.split(key, 3)
@@ -206,11 +211,16 @@ def _toy_estimate(key, logits, correct, estimator, num_samples=M):
   return -jax.grad(loss)(logits)
 
 
-def _replicates(logits, correct, estimator, reps, seed=0):
-  keys = jax.random.split(jax.random.key(seed), reps)
-  est = jax.vmap(_toy_estimate, (0, None, None, None))(
+@functools.partial(jax.jit, static_argnames=('estimator', 'reps'))
+def _replicates_jit(key, logits, correct, estimator, reps):
+  keys = jax.random.split(key, reps)
+  return jax.vmap(_toy_estimate, (0, None, None, None))(
       keys, logits, correct, estimator)
-  return np.asarray(est)
+
+
+def _replicates(logits, correct, estimator, reps, seed=0):
+  return np.asarray(_replicates_jit(_key(seed), logits, correct,
+                                    estimator, reps))
 
 
 def _assert_unbiased(est, exact, what):
@@ -301,20 +311,23 @@ def test_subsampled_average_over_keys_is_full_cv_gradient():
       return grad(sub['indices'], sub['weights'], sub['signs'],
                   sub['normalizer'])
 
-    est = np.asarray(jax.vmap(one)(jax.random.split(jax.random.key(1),
-                                                    20000)))
+    keys = jax.random.split(_key(1), 20000)
+    est = np.asarray(jax.jit(jax.vmap(one))(keys))
     _assert_unbiased(est, np.asarray(full), 'subsampled | batch')
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _draws(keys, w, num):
+  return jax.vmap(lambda k: rat.systematic_resample(k, w, num))(keys)
 
 
 @pytest.mark.parametrize('seed', range(5))
 def test_systematic_resample_counts(seed):
   rng = np.random.default_rng(seed)
   w = rng.random(2 * M) * (rng.random(2 * M) > .3)
-  for num in (1, 7, 64, 200):
-    keys = jax.random.split(jax.random.key(seed), 50)
-    draw = functools.partial(rat.systematic_resample, weights=w,
-                             num_samples=num)
-    idx = jax.vmap(draw)(keys)
+  for num in (1, 7, 64):
+    keys = jax.random.split(_key(seed), 50)
+    idx = _draws(keys, w, num)
     assert idx.shape == (50, num) and idx.dtype == jnp.int32
     counts = np.stack([np.bincount(i, minlength=2 * M) for i in idx])
     lp = num * w / w.sum()
@@ -367,7 +380,7 @@ def test_trice_memory_chain_is_stationary_at_posterior():
     (z, c), _ = jax.lax.scan(step, start, jax.random.split(key, steps))
     return z[0], c[0]
 
-  z, c = jax.vmap(run)(jax.random.split(jax.random.key(2), chains))
+  z, c = jax.jit(jax.vmap(run))(jax.random.split(_key(2), chains))
   assert np.all(np.asarray(c))  # every chain has reached a correct state
   counts = np.bincount(np.asarray(z), minlength=C)[correct]
   stat, pval = stats.chisquare(counts, chains * post[correct])
