@@ -30,6 +30,14 @@ from postrain.data._formats import arithmetic_format
 from postrain.data._formats import FormatFn
 from postrain.data._formats import json_fields
 from postrain.data._formats import jsonl_format
+from postrain.data._gsm8k import extract_gsm8k_answer
+from postrain.data._gsm8k import Gsm8k
+from postrain.data._gsm8k import gsm8k_config
+from postrain.data._gsm8k import gsm8k_format
+from postrain.data._gsm8k import gsm8k_is_correct
+from postrain.data._gsm8k import Gsm8kConfig
+from postrain.data._gsm8k import parse_gsm8k
+from postrain.data._gsm8k import strip_calculator
 from postrain.data._pipeline import encode_prompts
 from postrain.data._pipeline import LoaderStats
 from postrain.data._pipeline import make_sft_loader

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from postrain.data import _arithmetic
+from postrain.data import _gsm8k
 
 _FILE_FORMAT = 'array_record'
 
@@ -179,6 +180,7 @@ class JsonlText(tfds.core.GeneratorBasedBuilder):
 BUILDERS = {
     'synthetic_arithmetic': SyntheticArithmetic,
     'jsonl_text': JsonlText,
+    'gsm8k': _gsm8k.Gsm8k,
 }
 
 
@@ -196,6 +198,13 @@ def _make_builder(builder_name: str, data_dir: str, **kwargs):
         r'\W', '_', os.path.basename(os.path.normpath(path))
     )
     config = JsonlTextConfig(name=config_name, path=os.path.abspath(path))
+  elif builder_name == 'gsm8k':
+    if 'path' not in kwargs or kwargs.keys() - {'path', 'name'}:
+      raise TypeError(
+          "prepare('gsm8k', ...) takes path= (a directory with train.jsonl /"
+          f' test.jsonl) and optionally name=, got {sorted(kwargs)}.'
+      )
+    config = _gsm8k.gsm8k_config(**kwargs)
   else:
     raise ValueError(
         f'Unknown builder {builder_name!r}; known: {sorted(BUILDERS)}.'
@@ -213,7 +222,7 @@ def prepare(builder: Any, data_dir: str | None = None, **kwargs):
       `file_format='array_record'`.
     data_dir: TFDS data directory; required with a name.
     **kwargs: with 'synthetic_arithmetic', the `SyntheticArithmeticConfig`
-      fields; with 'jsonl_text', `path=` and optional `name=`.
+      fields; with 'jsonl_text' or 'gsm8k', `path=` and optional `name=`.
 
   Returns:
     The prepared builder.
