@@ -450,7 +450,7 @@ def load_hf(
         if x.shape != var.shape:
           raise ValueError(f'{hf_name}: shape {x.shape} after conversion, '
                            f'expected {var.shape} for {ours}.')
-        x = x.astype(var.dtype)
+        x = x.astype(var.dtype, copy=False)
         target = None if targets is None else targets[ours].get_value()
         var.set_value(jax.device_put(x, target))
         del x
@@ -488,6 +488,10 @@ def save_hf(
     max_shard_size: bytes per weight file.
     dtype: tensor dtype in the files; None keeps the parameter dtype.
   """
+  if not isinstance(tokenizer, _chat.ChatTokenizer):
+    raise TypeError(f'save_hf needs a postrain.data.ChatTokenizer, got '
+                    f'{type(tokenizer).__name__}; load one with '
+                    'ChatTokenizer(tokenizer_dir).')
   cfg = model.config
   dtype = jnp.dtype(dtype or cfg.param_dtype)
   names = tensor_map(cfg)
