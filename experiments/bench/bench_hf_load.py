@@ -5,10 +5,10 @@ r"""Load time and peak host memory of `load_hf` against the safetensors size.
 Writes a random-weight model of the preset's shape as a bfloat16 HF
 directory (`save_hf`, sharded), then loads it in fresh processes, once per
 `--dtypes` entry, and prints one table: file size, largest tensor, load
-time, peak RSS (VmHWM, else `resource.getrusage`) and its growth over the RSS after
-imports, against the bytes of the loaded parameters. On a CPU the "device"
-is host memory, so the loaded model itself counts in the RSS: the growth
-should be close to the model's bytes plus one tensor.
+time, peak RSS (VmHWM, else `resource.getrusage`) and its growth over the
+RSS after imports, against the bytes of the loaded parameters. On a CPU the
+"device" is host memory, so the loaded model itself counts in the RSS: the
+growth should be close to the model's bytes plus one tensor.
 """
 
 import json

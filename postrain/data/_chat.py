@@ -18,7 +18,7 @@ Example (a ChatML template):
   ...         {'role': 'assistant', 'content': 'Hello'}]
   >>> tok.render(msgs)
   '<|im_start|>user\\nHi<|im_end|>\\n<|im_start|>assistant\\nHello<|im_end|>\\n'
-  >>> ids, mask = encode_chat(tok, msgs, max_len=64)  # mask: 'Hello<|im_end|>\\n'
+  >>> ids, mask = encode_chat(tok, msgs, max_len=64)  # 1 on Hello<|im_end|>
 """
 
 import datetime
@@ -243,7 +243,8 @@ def _prefix_spans(tok: ChatTokenizer, messages, full: str, **kwargs):
 def chat_spans(tok: ChatTokenizer, messages: Sequence[Message], **kwargs):
   """(rendered text, [(start, end)] character spans of assistant turns)."""
   messages = list(messages)
-  marked = tok._render(messages, False, **kwargs)  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  marked = tok._render(messages, False, **kwargs)
   if _OPEN in marked:
     return _marked_spans(marked)
   full = _strip_marks(marked)
