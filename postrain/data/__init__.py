@@ -47,3 +47,10 @@ from postrain.data._tokenizers import CharTokenizer
 from postrain.data._tokenizers import HFTokenizer
 from postrain.data._tokenizers import load_tokenizer
 from postrain.data._tokenizers import Tokenizer
+from postrain.data._chat import chat_format
+from postrain.data._chat import chat_spans
+from postrain.data._chat import ChatTokenizer
+from postrain.data._chat import compile_template
+from postrain.data._chat import encode_chat
+from postrain.data._testing import CHATML_TEMPLATE
+from postrain.data._testing import write_tiny_tokenizer

@@ -50,7 +50,8 @@ class TransformerConfig:
     sliding_window: local attention span W (a query sees keys with
       `q_pos - k_pos < W`), or None for global attention everywhere.
     sliding_window_pattern: every `pattern`-th layer (1-based) is global, the
-      others local; Gemma-3 uses 6 (5 local : 1 global).
+      others local; Gemma-3 uses 6 (5 local : 1 global), Gemma-2 2, and 0
+      means that every layer is local (Mistral).
     param_dtype: dtype of the parameters.
     dtype: compute dtype of matmuls; softmax and norms run in float32.
   """
@@ -95,6 +96,10 @@ class TransformerConfig:
         'llama3',
     ):
       raise ValueError(f'rope_scaling={self.rope_scaling!r}: unknown kind.')
+    if self.sliding_window_pattern < 0:
+      raise ValueError(
+          f'sliding_window_pattern={self.sliding_window_pattern} must be >= 0.'
+      )
 
   def replace(self, **kw) -> 'TransformerConfig':
     return dataclasses.replace(self, **kw)
@@ -110,6 +115,8 @@ class TransformerConfig:
     """Whether layer `layer` (0-based) uses sliding-window attention."""
     if self.sliding_window is None:
       return False
+    if self.sliding_window_pattern == 0:
+      return True
     return (layer + 1) % self.sliding_window_pattern != 0
 
   def _layer_matmul_params(self) -> int:

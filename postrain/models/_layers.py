@@ -77,6 +77,20 @@ def apply_rope(x: jax.Array, positions: jax.Array, inv_freq) -> jax.Array:
   return out.astype(x.dtype)
 
 
+def project(module: nnx.Module, name: str, x: jax.Array, eq: str):
+  """`einsum(eq, x, W)` for the kernel `W = module.<name>`, compute dtype.
+
+  When `postrain.models.apply_lora` gave the module an adapter for `name`
+  (in `module.lora`), its low-rank branch is added: `x W + s x A B`.
+  """
+  dt = module.cfg.dtype
+  y = jnp.einsum(eq, x, getattr(module, name)[...].astype(dt))
+  adapters = getattr(module, 'lora', None)
+  if adapters is not None and name in adapters:
+    y = y + adapters[name](x)
+  return y
+
+
 def softcap(x: jax.Array, cap: float | None) -> jax.Array:
   """`cap * tanh(x / cap)`; identity when cap is None."""
   return x if cap is None else cap * jnp.tanh(x / cap)
@@ -129,10 +143,9 @@ class Attention(nnx.Module):
     self.cfg = cfg
 
   def _project(self, x, name):
-    dt = self.cfg.dtype
-    y = jnp.einsum('BTD,DNH->BTNH', x, getattr(self, name)[...].astype(dt))
+    y = project(self, name, x, 'BTD,DNH->BTNH')
     if self.cfg.qkv_bias:
-      y = y + getattr(self, name + '_bias')[...].astype(dt)
+      y = y + getattr(self, name + '_bias')[...].astype(self.cfg.dtype)
     return y
 
   def __call__(self, x, positions, segment_ids, cache):
@@ -175,7 +188,7 @@ class Attention(nnx.Module):
         segment_ids, q_slot, positions, k_seg, k_slot, k_pos, self.window
     )
     out = self._attend(q, k.astype(cfg.dtype), v.astype(cfg.dtype), mask)
-    out = jnp.einsum('BTNH,NHD->BTD', out, self.o[...].astype(cfg.dtype))
+    out = project(self, 'o', out, 'BTNH,NHD->BTD')
     return out, new_cache
 
   def _attend(self, q, k, v, mask):
@@ -207,13 +220,13 @@ class MLP(nnx.Module):
     self.cfg = cfg
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    dt = self.cfg.dtype
-    gate = x @ self.gate[...].astype(dt)
+    gate = project(self, 'gate', x, 'BTD,DF->BTF')
     if self.cfg.activation == 'silu':
       gate = jax.nn.silu(gate)
     else:
       gate = jax.nn.gelu(gate, approximate=True)
-    return (gate * (x @ self.up[...].astype(dt))) @ self.down[...].astype(dt)
+    hidden = gate * project(self, 'up', x, 'BTD,DF->BTF')
+    return project(self, 'down', hidden, 'BTF,FD->BTD')
 
 
 class Block(nnx.Module):

@@ -84,7 +84,7 @@ class Transformer(nnx.Module):
   def features(
       self,
       tokens: jax.Array,
-      positions: jax.Array,
+      positions: jax.Array | None = None,
       *,
       segment_ids: jax.Array | None = None,
       cache: Cache | None = None,
@@ -93,7 +93,8 @@ class Transformer(nnx.Module):
 
     Args:
       tokens: int32 [B, T].
-      positions: int32 [B, T] RoPE positions (restart per packed segment).
+      positions: int32 [B, T] RoPE positions (restart per packed segment);
+        None means 0, 1, ..., T - 1 in every row (allowed without a cache).
       segment_ids: int32 [B, T]; 1, 2, ... for packed sequences, 0 for
         padding. A token attends to earlier tokens of its own segment only.
         None means one segment per row.
@@ -104,6 +105,12 @@ class Transformer(nnx.Module):
       (hidden [B, T, D] in the compute dtype, updated cache or None).
     """
     cfg = self.config
+    if positions is None:
+      if cache is not None:
+        raise ValueError('positions are required with a cache.')
+      positions = jnp.broadcast_to(
+          jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape
+      )
     if segment_ids is None:
       segment_ids = jnp.ones_like(tokens, dtype=jnp.int32)
     x = jnp.take(self.embedding[...], tokens, axis=0).astype(cfg.dtype)
@@ -160,7 +167,7 @@ class Transformer(nnx.Module):
   def __call__(
       self,
       tokens: jax.Array,
-      positions: jax.Array,
+      positions: jax.Array | None = None,
       *,
       segment_ids: jax.Array | None = None,
       cache: Cache | None = None,

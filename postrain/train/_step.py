@@ -77,16 +77,35 @@ def make_train_step(
     optimizer: optax.GradientTransformation,
     *,
     grad_accum: int = 1,
+    frozen_key: str | None = None,
+    combine: Callable[[Any, Any, jax.Array], Any] | None = None,
 ) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]:
   """Builds `step(state, batch, rng) -> (state, metrics)`.
 
   A step whose loss or gradient norm is not finite leaves parameters and
   optimiser state unchanged and reports `finite = 0`; the runner stops the run
   there, so nothing non-finite reaches a checkpoint.
+
+  With `frozen_key`, `state.params` holds only the trained part (e.g. LoRA
+  adapters) and `state.extra[frozen_key]` the frozen rest; the objective
+  receives `combine(params, frozen, key)` (the full parameters; `key` is
+  split from the step's rng, e.g. for LoRA dropout), and gradients,
+  optimiser state and the norms cover `params` alone
+  (`postrain.models.combine_lora` is such a `combine`).
   """
+  if (frozen_key is None) != (combine is None):
+    raise ValueError('make_train_step: frozen_key and combine go together.')
+
   def step(state: TrainState, batch, rng):
-    loss, metrics, grads = _grads(objective, state.params, batch, rng,
-                                  grad_accum)
+    fn = objective
+    if frozen_key is not None:
+      frozen = state.extra[frozen_key]
+
+      def fn(params, batch, rng):
+        key, rng = jax.random.split(rng)
+        return objective(combine(params, frozen, key), batch, rng)
+
+    loss, metrics, grads = _grads(fn, state.params, batch, rng, grad_accum)
     grad_norm = optax.global_norm(grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)

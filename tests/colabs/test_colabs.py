@@ -9,6 +9,9 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 COLABS = sorted(glob.glob(os.path.join(ROOT, 'colabs', '*.py')))
+# Colabs that need an optional extra (`pip install -e .[hf]`): skipped
+# without it.
+REQUIRES = {'hf_lora.py': ('torch', 'transformers')}
 
 
 def test_there_are_colabs():
@@ -25,6 +28,8 @@ def test_ipynb_pair_matches_py(path):
 
 @pytest.mark.parametrize('path', COLABS, ids=os.path.basename)
 def test_colab_executes(path, tmp_path, monkeypatch):
+  for module in REQUIRES.get(os.path.basename(path), ()):
+    pytest.importorskip(module)
   monkeypatch.setenv('POSTRAIN_COLAB_STEPS', '3')
   monkeypatch.setenv('POSTRAIN_COLAB_DATA', str(tmp_path / 'tfds'))
   monkeypatch.setenv('MPLBACKEND', 'Agg')
