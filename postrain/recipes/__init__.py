@@ -3,3 +3,4 @@
 from postrain.recipes import _sft as sft
 from postrain.recipes._eval import accuracy
 from postrain.recipes._eval import generate
+from postrain.recipes import _score as score

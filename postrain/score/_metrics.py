@@ -29,8 +29,8 @@ def median_bandwidth(x: Array, y: Array) -> Array:
   """Median pairwise distance of the pooled sample (off-diagonal)."""
   z = jnp.concatenate([x, y])
   d = jnp.sqrt(_sq_dists(z, z))
-  n = z.shape[0]
-  return jnp.median(d[~jnp.eye(n, dtype=bool)])
+  # why nan + nanmedian: boolean masking has no static shape under jit.
+  return jnp.nanmedian(jnp.where(jnp.eye(z.shape[0], dtype=bool), jnp.nan, d))
 
 
 def mmd2(x: Array, y: Array, *, bandwidth: float | Array | None = None
