@@ -139,11 +139,12 @@ def _run(config, workdir, mesh):
   finally:
     bar.close()
     ckpt.close()
-    best_ckpt.close()
 
   # ------------------------------------------------------------ report
   after = evaluate(state.params, step=step, final=workdir)
   writer.write(step, after)
+  _track_best(meta['best'], after, step, state, best_ckpt, 0)
+  best_ckpt.close()  # synchronous saves: nothing pending on an error path
   writer.close()
   return _summary(workdir, config, num_params, meta, after, stopped)
 
