@@ -113,7 +113,7 @@ def run(loss_type, advantage, loss_kwargs, pm1):
                           [data.digitsum_format(r)[0] for r in records],
                           records, jax.random.key(i), group_size=G,
                           max_prompt_len=16, max_new_tokens=4)
-    r, _, _ = recipes.score(out.texts, out.records, verify)
+    r, _, _ = recipes.score_completions(out.texts, out.records, verify)
     batch = recipes.assemble(out, pad_id=tokenizer.pad_id)
     batch.update(rewards=2 * r - 1 if pm1 else r, correct=r)
     batch = prepare(state.params, None, jax.tree.map(jnp.asarray, batch))

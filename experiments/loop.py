@@ -21,6 +21,9 @@ from postrain import train
 
 def run(config, workdir: str, *, overwrite: bool = False) -> dict:
   """Trains, evaluates, checkpoints and resumes one run; returns its summary."""
+  if config.recipe == 'score':
+    from experiments import loop_score  # pylint: disable=g-import-not-at-top
+    return loop_score.run(config, workdir, overwrite=overwrite)
   builders.prepare_workdir(workdir, config, overwrite=overwrite)
   with sharding.use_mesh(sharding.make_mesh(config.mesh)) as mesh:
     return _run(config, workdir, mesh)

@@ -107,7 +107,7 @@ class Rl(_common.Phase):
         [ctx.fmt(r)[0] for r in records], records, sample_rng,
         group_size=rl.group_size, max_prompt_len=ctx.config.data.max_len,
         max_new_tokens=rl.max_new_tokens, temperature=rl.temperature)
-    rewards, parts, errors = recipes.score(out.texts, out.records,
+    rewards, parts, errors = recipes.score_completions(out.texts, out.records,
                                            self._rewards)
     batch = recipes.assemble(out, pad_id=ctx.tokenizer.pad_id)
     batch.update(rewards=rewards, correct=(parts.get(

@@ -52,3 +52,17 @@ from postrain.losses._sft import cross_entropy
 from postrain.losses._sft import logit_stats
 from postrain.losses._sft import sequence_logprobs
 from postrain.losses._sft import token_logprobs
+from postrain.losses._score import convert
+from postrain.losses._score import dsm_loss
+from postrain.losses._score import dsm_weight
+from postrain.losses._score import edm_loss
+from postrain.losses._score import edm_loss_weight
+from postrain.losses._score import edm_precond
+from postrain.losses._score import edm_sigmas
+from postrain.losses._score import edm_training_sigma
+from postrain.losses._score import Marginal
+from postrain.losses._score import PARAMETRIZATIONS
+from postrain.losses._score import PROCESSES
+from postrain.losses._score import sigma_bucket_means
+from postrain.losses._score import sliced_score_matching
+from postrain.losses._score import WEIGHTINGS

@@ -3,6 +3,7 @@
 # pylint: disable=g-importing-member
 from postrain.recipes import _memory as memory
 from postrain.recipes import _rl as rl
+from postrain.recipes import _score as score
 from postrain.recipes import _sft as sft
 from postrain.recipes._eval import accuracy
 from postrain.recipes._eval import answer_logprobs
@@ -11,4 +12,4 @@ from postrain.recipes._rollout import assemble
 from postrain.recipes._rollout import pass_at_k
 from postrain.recipes._rollout import rollout
 from postrain.recipes._rollout import Rollout
-from postrain.recipes._rollout import score
+from postrain.recipes._rollout import score_completions

@@ -79,7 +79,7 @@ def rollout(
                  [r for r in records for _ in range(group_size)])
 
 
-def score(
+def score_completions(
     texts: Sequence[str],
     records: Sequence[dict],
     reward_fns: Mapping[str, tuple[RewardFn, float]],
@@ -93,7 +93,7 @@ def score(
     `(rewards [R] float32, {name: [R]} per component, number of errors)`.
   """
   if not reward_fns:
-    raise ValueError('score() needs at least one reward function.')
+    raise ValueError('score_completions() needs at least one reward function.')
   parts, errors = {}, 0
   for name, (fn, _) in reward_fns.items():
     values = np.zeros(len(texts), np.float32)

@@ -19,7 +19,7 @@ from experiments import sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, 'configs', '[!_]*.py')))
-CONFIGS = [c for c in CONFIGS if not c.endswith('common.py')]
+CONFIGS = [c for c in CONFIGS if not c.endswith(('common.py', 'score.py'))]
 
 
 def _config(path, overrides):

@@ -62,13 +62,13 @@ def test_score_weights_components_and_counts_raising_verifiers():
       raise ValueError('unparseable')
     return 1.0
   fns = {'a': (lambda t, r: float(r['ok']), 2.0), 'b': (boom, 0.5)}
-  total, parts, errors = recipes.score(['x', 'bad'], [{'ok': 1}, {'ok': 0}],
+  total, parts, errors = recipes.score_completions(['x', 'bad'], [{'ok': 1}, {'ok': 0}],
                                        fns)
   np.testing.assert_allclose(total, [2.5, 0.0])
   np.testing.assert_allclose(parts['b'], [1.0, 0.0])
   assert errors == 1
   with pytest.raises(ValueError):
-    recipes.score(['x'], [{}], {})
+    recipes.score_completions(['x'], [{}], {})
 
 
 @pytest.mark.parametrize('n,c,k', [(5, 0, 1), (5, 2, 1), (5, 2, 3),
