@@ -34,8 +34,9 @@ ARMS = {
 
 
 def get_config(arg=None):
-  """`arg`: `sft` or an ARMS key (default `sft`)."""
+  """`arg`: `sft` or an ARMS key (default `sft`; `tiny` is `sft`)."""
   arm = common.parse_arg(arg, arm='sft').arm
+  arm = 'sft' if arm == 'tiny' else arm
   if arm != 'sft' and arm not in ARMS:
     raise KeyError(f'unknown arm {arm!r}; valid: sft, {sorted(ARMS)}.')
   c = ml_collections.ConfigDict()

@@ -10,6 +10,12 @@ Sweep (every point of `sweep` below, results table in ROOT/results.md):
   python -m experiments.sweep --config=configs/sft.py:tiny --workdir=runs/sweep
 
 Override anything on the command line: `--config.optim.lr=1e-3`.
+
+A real model from a local Hugging Face directory, LoRA rank 8, on JSONL
+prompt/response pairs, exported back to `<workdir>/hf` at the end:
+
+  python -m experiments.run --config=configs/sft.py:hf=/models/qwen,lora=8 \
+      --config.data.jsonl_path=/data/pairs --workdir=runs/sft_qwen
 The resulting checkpoint is the base model of the RL and TRICE recipes:
 point their `init_from` at this run's workdir.
 """
@@ -20,8 +26,8 @@ from configs import common
 
 
 def get_config(arg=None):
-  """Returns the config; `arg` is `tiny` (CPU minutes) or `base`."""
-  arg = common.parse_arg(arg, size='tiny')
+  """`arg`: `tiny` (CPU minutes) or `base`; `hf=DIR` and `lora=RANK`."""
+  arg = common.parse_arg(arg, size='tiny', hf='', lora=0)
   tiny = arg.size == 'tiny'
   c = ml_collections.ConfigDict()
   c.recipe = 'sft'
@@ -64,6 +70,17 @@ def get_config(arg=None):
   c.eval = ml_collections.ConfigDict(dict(
       loss_batches=4, num_prompts=200, max_new_tokens=40, temperature=0.0,
       batch_size=100, num_samples_written=20))
+
+  # LoRA adapters (rank 0 = off): only they are trained and checkpointed.
+  c.lora = ml_collections.ConfigDict(dict(
+      rank=arg.lora, alpha=2.0 * arg.lora, targets='q,k,v,o'))
+  c.export_hf = bool(arg.hf)  # write <workdir>/hf at the end
+  if arg.hf:  # architecture, weights and tokenizer from the HF directory
+    c.model = ml_collections.ConfigDict(dict(hf_path=arg.hf,
+                                             dtype='bfloat16'))
+    c.data.update(task='jsonl', tokenizer='', max_len=512, batch_size=8)
+    c.optim.update(lr=1e-4 if arg.lora else 1e-5, warmup_steps=20)
+    c.eval.update(num_prompts=0, loss_batches=8)
 
   c.ckpt = ml_collections.ConfigDict(dict(every=200, keep=2, use_async=True))
   c.mesh = [('data', -1), ('fsdp', 1), ('tensor', 1)]

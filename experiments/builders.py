@@ -47,8 +47,23 @@ def prepare_workdir(workdir: str, config, *, overwrite: bool = False):
     f.write(text)
 
 
+HF_MODEL_KEYS = ('hf_path', 'dtype', 'param_dtype')
+
+
 def model_config(c: ml_collections.ConfigDict, vocab_size: int):
-  """`TransformerConfig.preset(c.preset)` with every other key overriding."""
+  """`TransformerConfig.preset(c.preset)` with every other key overriding.
+
+  With `c.hf_path` (a local HF directory) the architecture comes from its
+  config.json; only `dtype` and `param_dtype` may be set beside it.
+  """
+  if c.get('hf_path'):
+    extra = sorted(set(c) - set(HF_MODEL_KEYS))
+    if extra:
+      raise ValueError(f'config.model.hf_path is set, so the architecture comes '
+                       f'from {c.hf_path}/config.json; remove {extra} (allowed '
+                       f'beside it: {list(HF_MODEL_KEYS)}).')
+    cfg = models.config_from_hf(c.hf_path)
+    return cfg.replace(**{k: c[k] for k in ('dtype', 'param_dtype') if k in c})
   fields = {f.name for f in dataclasses.fields(models.TransformerConfig)}
   overrides = {k: v for k, v in c.items() if k != 'preset'}
   unknown = sorted(set(overrides) - fields)
@@ -60,6 +75,27 @@ def model_config(c: ml_collections.ConfigDict, vocab_size: int):
     raise ValueError(f'config.model.vocab_size={overrides["vocab_size"]} is '
                      f'smaller than the tokenizer vocabulary ({vocab_size}).')
   return models.TransformerConfig.preset(c.preset).replace(**overrides)
+
+
+def tokenizer(config):
+  """`config.data.tokenizer`, or the HF model's own tokenizer (with chat)."""
+  hf_path = config.model.get('hf_path')
+  spec = config.data.tokenizer
+  if hf_path:
+    if spec not in ('', hf_path):
+      raise ValueError(f'config.data.tokenizer={spec!r} but the model is '
+                       f'{hf_path}: set data.tokenizer to "" to use its own.')
+    return data.ChatTokenizer(hf_path)
+  return data.load_tokenizer(spec)
+
+
+def lora(config) -> dict | None:
+  """`apply_lora` keywords of `config.lora`, or None when off (rank 0)."""
+  c = config.get('lora')
+  if not c or not c.rank:
+    return None
+  return dict(rank=c.rank, alpha=c.alpha, targets=tuple(
+      t.strip() for t in c.targets.split(',') if t.strip()), seed=config.seed)
 
 
 def optimizer(c: ml_collections.ConfigDict, total_steps: int):

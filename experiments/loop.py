@@ -5,16 +5,14 @@ import os
 import signal
 import time
 
-from flax import nnx
 import jax
 import numpy as np
 import tqdm
 
 from experiments import builders
 from experiments import phases
+from experiments import run_model
 from experiments import report
-from postrain import data
-from postrain import models
 from postrain import sharding
 from postrain import train
 
@@ -33,32 +31,25 @@ def _run(config, workdir, mesh):
   # ------------------------------------------------------------ data
   init_rng, train_rng, eval_rng = jax.random.split(
       jax.random.key(config.seed), 3)
-  tokenizer = data.load_tokenizer(config.data.tokenizer)
+  tokenizer = builders.tokenizer(config)
   train_src, test_src, fmt = builders.sources(config.data, workdir)
   put = functools.partial(jax.make_array_from_process_local_data,
                           sharding.batch_sharding(mesh))
 
   # ------------------------------------------------------------ init
   model_cfg = builders.model_config(config.model, tokenizer.vocab_size)
-  graphdef, _ = nnx.split(nnx.eval_shape(
-      lambda: models.Transformer(model_cfg, rngs=nnx.Rngs(0))))
+  lm = run_model.RunModel(config, model_cfg)
   phase = phases.build(phases.Context(
-      config, workdir, graphdef, model_cfg, tokenizer, train_src, test_src,
+      config, workdir, lm.graphdef, model_cfg, tokenizer, train_src, test_src,
       fmt, put, mesh))
   optimizer, schedule = builders.optimizer(
       config.optim, config.total_steps * phase.updates_per_step)
-
-  def init(rng):
-    lm = nnx.state(models.Transformer(model_cfg, rngs=nnx.Rngs(rng)))
-    params = phase.init_params(lm, rng)
-    return train.init_state(params, optimizer, phase.init_extra(params))
-
-  abstract = jax.eval_shape(init, init_rng)
+  build = lm.train_state_fn(phase, optimizer, init_rng)
+  abstract = jax.eval_shape(lambda r: build(lm.random_lm(r)), init_rng)
   shardings = sharding.tree_shardings(mesh, abstract)
   abstract = jax.tree.map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
       abstract, shardings)
-  state = jax.jit(init, out_shardings=shardings)(init_rng)
   _say(f'{config.recipe}: {model_cfg.num_params() / 1e6:.2f}M parameters, '
        f'mesh {dict(mesh.shape)}, {jax.device_count()} x '
        f'{jax.devices()[0].device_kind}')
@@ -72,27 +63,26 @@ def _run(config, workdir, mesh):
     state, meta = ckpt.restore(abstract)
     phase.set_state(meta['data'])
     _say(f'resumed from step {int(meta["iteration"])} of {workdir}')
-  elif config.init_from:
-    lm = train.restore_params(config.init_from,
-                              phase.lm_params(abstract.params))
-    params = phase.init_params(lm, init_rng)
-    state = jax.jit(lambda p: train.init_state(p, optimizer,
-                                               phase.init_extra(p)),
-                    out_shardings=shardings)(params)
-    _say(f'initialised parameters from {config.init_from}')
+  elif (first := lm.first_lm(mesh)) is not None:
+    state = jax.jit(build, out_shardings=shardings)(first)
+    _say(f'initialised from {config.init_from or config.model.hf_path}')
+  else:
+    state = jax.jit(lambda r: build(lm.random_lm(r)),
+                    out_shardings=shardings)(init_rng)
   start = int(meta.get('iteration', 0))
   report.truncate_metrics(workdir, start)
 
   # ------------------------------------------------------------ compile
   step_fn = jax.jit(
       train.make_train_step(phase.objective, optimizer,
-                            grad_accum=config.optim.grad_accum),
+                            grad_accum=config.optim.grad_accum,
+                            **lm.step_kwargs()),
       out_shardings=(shardings, sharding.logical_sharding(mesh, None)),
       donate_argnums=0)
 
   def evaluate(state, step):
-    return phase.evaluate(state.params, jax.random.fold_in(eval_rng, step),
-                          step)
+    return phase.evaluate(lm.view(state).params,
+                          jax.random.fold_in(eval_rng, step), step)
 
   # ------------------------------------------------------------ loop
   writer = train.MetricWriter(workdir)
@@ -106,7 +96,7 @@ def _run(config, workdir, mesh):
   try:
     for step in range(start + 1, config.total_steps + 1):
       rng = jax.random.fold_in(train_rng, step)
-      batches, phase_metrics = phase.batches(state, rng)
+      batches, phase_metrics = phase.batches(lm.view(state), rng)
       updates = []
       for i, batch in enumerate(batches):
         state, m = step_fn(state, jax.tree.map(put, batch),
@@ -136,6 +126,10 @@ def _run(config, workdir, mesh):
   after = evaluate(state, step)
   writer.write(step, after)
   writer.close()
+  if config.get('export_hf'):
+    path = lm.export_hf(phase.lm_params(lm.view(state).params), tokenizer,
+                        os.path.join(workdir, 'hf'))
+    _say(f'exported a Hugging Face directory: {path}')
   return report.write_summary(workdir, config, model_cfg,
                               meta['eval_before'], after)
 

@@ -6,7 +6,6 @@ Like builders.py, one of the few modules that read a config.
 
 import functools
 import json
-import os
 
 from flax import nnx
 import jax

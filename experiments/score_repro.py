@@ -24,7 +24,6 @@ from absl import app
 from absl import flags
 from flax import nnx
 import jax
-import numpy as np
 
 from configs import score as score_config
 from experiments import loop_score

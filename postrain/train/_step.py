@@ -97,8 +97,9 @@ def make_train_step(
     raise ValueError('make_train_step: frozen_key and combine go together.')
 
   def step(state: TrainState, batch, rng):
-    fn = objective
-    if frozen_key is not None:
+    if frozen_key is None:
+      fn = objective
+    else:
       frozen = state.extra[frozen_key]
 
       def fn(params, batch, rng):

@@ -8,8 +8,9 @@ from experiments import loop
 from experiments import phases
 from postrain import train
 
+# No evaluation (it is tested in test_run): each run compiles less.
 SHORT = {'total_steps': 2, 'log_every': 1, 'eval_every': 2,
-         'eval.num_prompts': 2, 'eval.pass_prompts': 1, 'ckpt.every': 1}
+         'eval.num_prompts': 0, 'eval.pass_prompts': 0, 'ckpt.every': 1}
 
 
 def _config(algo, fast, **overrides):
@@ -26,7 +27,11 @@ def _config(algo, fast, **overrides):
   return config
 
 
-@pytest.mark.parametrize('algo', ['ppo', 'rloo', 'topr', 'w_reinforce', 'nft'])
+@pytest.mark.parametrize('algo', [
+    'ppo', 'topr',  # value head + GAE; rewards without advantages
+    *(pytest.param(a, marks=pytest.mark.slow)
+      for a in ('rloo', 'w_reinforce', 'nft', 'dr_grpo', 'gspo',
+                'reinforce'))])
 def test_estimator_presets_run(algo, fast, tmp_path):
   summary = loop.run(_config(algo, fast), str(tmp_path / algo))
   assert summary['steps'] == 2 and np.isfinite(summary['train_loss'])
@@ -68,3 +73,23 @@ def test_wrong_grouping_fails_before_training(fast, tmp_path, overrides,
 def test_unknown_reward_names_the_valid_ones():
   with pytest.raises(ValueError, match='correct'):
     phases.rl.reward_fns('correct:1,typo:2')
+
+
+@pytest.mark.slow
+def test_grpo_raises_sampled_accuracy_of_an_sft_base(tmp_path):
+  """The README's measurement: SFT base (200 steps), then tiny GRPO."""
+  from configs import sft as sft_config  # pylint: disable=g-import-not-at-top
+  base = str(tmp_path / 'sft')
+  config = sft_config.get_config('tiny')
+  config.unlock()
+  config.update(total_steps=200, eval_every=200)
+  config.eval.num_prompts = 0
+  config.lock()
+  loop.run(config, base)
+  config = rl_config.get_config('grpo')
+  config.unlock()
+  config.init_from = base
+  config.eval.update(num_prompts=0, pass_prompts=100)
+  config.lock()
+  summary = loop.run(config, str(tmp_path / 'grpo'))
+  assert summary['after/pass@1'] > summary['before/pass@1']

@@ -49,10 +49,24 @@ def test_every_config_runs_at_tiny_size(path, fast, tmp_path):
   assert os.path.isdir(tmp_path / 'run' / 'checkpoints' / '12')
 
 
+def _sft_keys(fast):
+  """The FAST overrides that exist in configs/sft.py (no `rl.*`)."""
+  module, _ = builders.load_config_module(f'{ROOT}/configs/sft.py:tiny')
+  config = module.get_config('tiny')
+  def has(key):
+    node = config
+    for part in key.split('.'):
+      if part not in node:
+        return False
+      node = node[part]
+    return True
+  return {k: v for k, v in fast.items() if has(k)}
+
+
 def _cmd(workdir, fast):
   return [sys.executable, '-m', 'experiments.run',
           f'--config={ROOT}/configs/sft.py:tiny', f'--workdir={workdir}'] + [
-              f'--config.{k}={v}' for k, v in fast.items()]
+              f'--config.{k}={v}' for k, v in _sft_keys(fast).items()]
 
 
 def _wait_for(path, proc, timeout=300):
@@ -144,7 +158,8 @@ def test_sweep_runs_every_point_writes_table_and_skips_finished(fast,
   root = tmp_path / 'sweep'
   cmd = [sys.executable, '-m', 'experiments.sweep',
          f'--config={ROOT}/configs/sft.py:tiny', f'--workdir={root}',
-         '--parallel=2'] + [f'--set={k}={v}' for k, v in fast.items()]
+         '--parallel=2'] + [f'--set={k}={v}'
+                           for k, v in _sft_keys(fast).items()]
   env = dict(os.environ, JAX_PLATFORMS='cpu')
   out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True,
                        text=True, check=False)
