@@ -113,7 +113,9 @@ class RewardModel(_common.Phase):
     r_hat = np.concatenate([_common.host(self._score(params, jax.tree.map(
         lambda x: ctx.put(x[i:i + 512]), rows))) for i in range(
             0, len(task.responses()), 512)])
-    out['eval/reward_corr'] = float(np.corrcoef(r_hat, task.rewards())[0, 1])
+    out['eval/reward_corr'] = (  # undefined for a constant (zero) head
+        float(np.corrcoef(r_hat, task.rewards())[0, 1]) if np.std(r_hat) > 0
+        else float('nan'))
     if records:
       index = {y: i for i, y in enumerate(task.responses())}
       true = [(index[r['chosen']], index[r['rejected']]) for r in records
