@@ -22,7 +22,7 @@ results table in ROOT/results.md):
 
 Real pairs: `--config.data.task=jsonl --config.data.jsonl_path=DIR` (train.jsonl
 and test.jsonl with prompt/chosen/rejected), `--config.dpo.ref_pretrain_steps=0
---config.init_from=runs/sft --config.dpo.reward=''`.
+--config.init_from=runs/sft --config.dpo.reward='' --config.eval.exact=False`.
 """
 
 import ml_collections
@@ -99,7 +99,8 @@ def get_config(arg=None):
       grad_clip=1.0, grad_accum=1))
   c.eval = ml_collections.ConfigDict(dict(
       num_pairs=256,  # held-out pairs
-      num_prompts=1, num_samples=512))  # sampled responses per prompt
+      num_prompts=1, num_samples=512,  # sampled responses per prompt
+      exact=True))  # synthetic task: exact sums over all 4096 responses
   c.ckpt = ml_collections.ConfigDict(dict(every=100, keep=2, use_async=True))
   c.mesh = [('data', -1), ('fsdp', 1), ('tensor', 1)]
   c.lock()

@@ -123,7 +123,7 @@ class Dpo(_common.Phase):
     if self.ctx.config.dpo.reference == 'precomputed':
       src = self.ctx.train_src
       refs['train'] = self._pass(params, [src[i] for i in range(len(src))])
-    if self._task is not None:
+    if self.ctx.config.eval.exact:
       refs['enumerated'] = self._enumerated_logps(params)
     if jax.process_index() == 0:
       np.savez(self._ref_file, **refs)
@@ -240,7 +240,7 @@ class Dpo(_common.Phase):
     params = self.lm_params(state.params)
     out = self._pair_metrics(params, refs['test'])
     out.update(self._sample_metrics(params, state.extra.get('ref'), rng))
-    if self._task is not None:
+    if 'enumerated' in refs:
       out.update(self._exact_metrics(params, refs['enumerated']))
     return out
 
@@ -341,6 +341,10 @@ def _check(c):
     raise ValueError('config.dpo.ref_pretrain_steps > 0 pretrains π_ref on the '
                      "synthetic task's corpus: it needs data.task="
                      "'synthetic_preference' and no init_from (set it to 0).")
+  if c.eval.exact and c.data.task != 'synthetic_preference':
+    raise ValueError('config.eval.exact enumerates the responses of the '
+                     "synthetic task: set it False for data.task="
+                     f'{c.data.task!r}.')
   if d.online:
     if d.online_reference not in ONLINE_REFERENCES:
       raise ValueError(f'config.dpo.online_reference={d.online_reference!r}; '
