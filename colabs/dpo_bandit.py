@@ -144,9 +144,10 @@ from experiments import report  # pylint: disable=g-import-not-at-top
 from postrain import train  # pylint: disable=g-import-not-at-top
 
 LM_STEPS = max(STEPS // 10, 2)
+LM_LOSSES = ('sigmoid', 'ipo', 'simpo') if LM_STEPS >= 100 else ('sigmoid',)
 root = tempfile.mkdtemp()
 rows = []
-for loss in ('sigmoid', 'ipo', 'simpo'):
+for loss in LM_LOSSES:
   config = dpo_config.get_config(f'tiny,loss={loss}')
   config.unlock()
   config.total_steps = LM_STEPS
@@ -165,7 +166,7 @@ print(report.markdown_table(rows, list(rows[0])))
 
 # %%
 plt.figure(figsize=(5, 3))
-for loss in ('sigmoid', 'ipo', 'simpo'):
+for loss in LM_LOSSES:
   pts = [(m['step'], m['eval/kl_star'])
          for m in train.read_metrics(os.path.join(root, loss))
          if 'eval/kl_star' in m]

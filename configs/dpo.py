@@ -18,7 +18,8 @@ instead of the known reward: `--config.dpo.reward=runs/rm` (a
 configs/reward_model.py run with the same `model`). Sweep (loss type × β,
 results table in ROOT/results.md):
 
-  python -m experiments.sweep --config=configs/dpo.py:tiny --workdir=runs/dpo_sweep
+  python -m experiments.sweep --config=configs/dpo.py:tiny \
+      --workdir=runs/dpo_sweep
 
 Real pairs: `--config.data.task=jsonl --config.data.jsonl_path=DIR` (train.jsonl
 and test.jsonl with prompt/chosen/rejected), `--config.dpo.ref_pretrain_steps=0

@@ -5,7 +5,8 @@ pairs of the synthetic preference task (configs/dpo.py), and reports
 held-out pair accuracy and the correlation of its rewards with the known
 reward over all 4096 responses:
 
-  python -m experiments.run --config=configs/reward_model.py:tiny --workdir=runs/rm
+  python -m experiments.run --config=configs/reward_model.py:tiny \
+      --workdir=runs/rm
 
 Then score online DPO samples with it (same `model` settings):
 

@@ -307,8 +307,9 @@ def _reward_fn(ctx, spec, task):
                                 np.float32)
   if not spec:
     return None
-  fn = rm_phase.load_reward_fn(
-      ctx, spec, max_len=ctx.config.data.max_len + ctx.config.dpo.max_new_tokens)
+  c = ctx.config
+  fn = rm_phase.load_reward_fn(ctx, spec,
+                               max_len=c.data.max_len + c.dpo.max_new_tokens)
   return lambda out: fn.batch([_prompt_of(ctx, r) for r in out.records],
                               out.texts)
 

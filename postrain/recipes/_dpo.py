@@ -21,7 +21,6 @@ their kernels.
 
 import inspect
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
