@@ -143,13 +143,21 @@ def _sources(c, data_dir):
       raise ValueError('config.data.task=jsonl needs config.data.jsonl_path '
                        '(a directory with train.jsonl and test.jsonl).')
     builder = data.prepare('jsonl_text', data_dir, path=c.jsonl_path)
-    fmt = data.jsonl_format(c.prompt_field, c.response_field)
+    if 'chosen_field' in c:  # preference pairs; their SFT view is the chosen
+      fmt = lambda r: data.pair_fields(r, c.prompt_field, c.chosen_field,
+                                       c.rejected_field)[:2]
+    else:
+      fmt = data.jsonl_format(c.prompt_field, c.response_field)
   elif c.task == 'digitsum':  # In memory: grain reads any sequence.
     return (data.digitsum_corpus(c.num_train, seed=0),
             data.digitsum_prompts(), data.digitsum_format)
+  elif c.task == 'synthetic_preference':  # in memory: pairs of a known reward
+    task = preference_task(c)
+    return (task.pairs(c.num_train, 'train'), task.pairs(c.num_test, 'test'),
+            lambda r: (r['prompt'], r['chosen']))
   else:
-    raise ValueError(f'config.data.task={c.task!r}; valid: arithmetic, '
-                     'jsonl, digitsum.')
+    raise ValueError(f'config.data.task={c.task!r}; valid: arithmetic, jsonl, '
+                     'digitsum, synthetic_preference.')
   return (data.data_source(builder, 'train'), data.data_source(builder, 'test'),
           fmt)
 
@@ -157,13 +165,18 @@ def _sources(c, data_dir):
 def verifier(task: str):
   """`fn(completion_text, record) -> bool` of a task with a checkable answer.
 
-  Returns None for tasks without one (`jsonl`).
+  Returns None for tasks without one (`jsonl`, `synthetic_preference`).
   """
   if task == 'arithmetic':
     return lambda text, r: data.is_correct(text, r['answer'])
   if task == 'digitsum':
     return data.digitsum_correct
   return None
+
+
+def preference_task(c: ml_collections.ConfigDict) -> data.PreferenceTask:
+  """The synthetic preference task of `config.data` (its `task_seed`)."""
+  return data.PreferenceTask(seed=c.task_seed)
 
 
 def loader(c: ml_collections.ConfigDict, source, tokenizer, fmt, *, seed: int,

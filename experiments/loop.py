@@ -81,8 +81,8 @@ def _run(config, workdir, mesh):
       donate_argnums=0)
 
   def evaluate(state, step):
-    return phase.evaluate(lm.view(state).params,
-                          jax.random.fold_in(eval_rng, step), step)
+    return phase.evaluate_state(lm.view(state),
+                                jax.random.fold_in(eval_rng, step), step)
 
   # ------------------------------------------------------------ loop
   writer = train.MetricWriter(workdir)

@@ -2,10 +2,13 @@
 
 from experiments.phases._common import Context
 from experiments.phases._common import Phase
+from experiments.phases.dpo import Dpo
 from experiments.phases.rl import Rl
+from experiments.phases.rm import RewardModel
 from experiments.phases.sft import Sft
 
 PHASES = {'sft': Sft, 'rl': Rl}
+PHASES.update(dpo=Dpo, reward_model=RewardModel)
 
 
 def build(ctx: Context) -> Phase:

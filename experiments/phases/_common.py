@@ -67,6 +67,10 @@ class Phase:
   def evaluate(self, params, rng, step: int) -> dict:
     return greedy_accuracy(self.ctx, self.lm_params(params), rng, step)
 
+  def evaluate_state(self, state, rng, step: int) -> dict:
+    """What the loop calls; override to read recipe state (`extra`)."""
+    return self.evaluate(state.params, rng, step)
+
 
 def greedy_accuracy(ctx: Context, lm_params, rng, step: int) -> dict:
   """Held-out accuracy of greedy completions under the task's verifier."""

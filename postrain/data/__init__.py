@@ -43,6 +43,12 @@ from postrain.data._pipeline import LoaderStats
 from postrain.data._pipeline import make_sft_loader
 from postrain.data._pipeline import SftLoader
 from postrain.data._pipeline import tokenize_example
+from postrain.data._preference_task import kl_divergence
+from postrain.data._preference_task import pair_fields
+from postrain.data._preference_task import PreferenceTask
+from postrain.data._preference_task import tilted_log_probs
+from postrain.data._preference_task import tokenize_pairs
+from postrain.data._preference_task import tokenize_rows
 from postrain.data._tokenizers import CharTokenizer
 from postrain.data._tokenizers import HFTokenizer
 from postrain.data._tokenizers import load_tokenizer

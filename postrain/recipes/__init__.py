@@ -1,7 +1,9 @@
 """Recipes: where kernels meet models. One module per training procedure."""
 
 # pylint: disable=g-importing-member
+from postrain.recipes import _dpo as dpo
 from postrain.recipes import _memory as memory
+from postrain.recipes import _reward_model as reward_model
 from postrain.recipes import _rl as rl
 from postrain.recipes import _score as score
 from postrain.recipes import _sft as sft
