@@ -101,19 +101,27 @@ def _sources(c, data_dir):
         max_steps=c.max_steps, operand_max=c.operand_max,
         num_train=c.num_train, num_test=c.num_test)
     # Online recipes read only prompts: their configs have no `rationale`.
-    fmt = data.arithmetic_format(rationale=c.get('rationale', True))
+    fmt = data.arithmetic_format(rationale=c.get('rationale', True),
+                                 noise=c.get('noise', 0.0),
+                                 hint_rate=c.get('hint_rate', 0.0))
   elif c.task == 'jsonl':
     if not c.jsonl_path:
       raise ValueError('config.data.task=jsonl needs config.data.jsonl_path '
                        '(a directory with train.jsonl and test.jsonl).')
     builder = data.prepare('jsonl_text', data_dir, path=c.jsonl_path)
     fmt = data.jsonl_format(c.prompt_field, c.response_field)
+  elif c.task == 'gsm8k':  # Local GSM8K JSONL files (TRICE, STaR, RFT).
+    if not c.jsonl_path:
+      raise ValueError('config.data.task=gsm8k needs config.data.jsonl_path '
+                       '(a directory with GSM8K train.jsonl and test.jsonl).')
+    builder = data.prepare('gsm8k', data_dir, path=c.jsonl_path)
+    fmt = data.gsm8k_format(rationale=c.get('rationale', True))
   elif c.task == 'digitsum':  # In memory: grain reads any sequence.
     return (data.digitsum_corpus(c.num_train, seed=0),
             data.digitsum_prompts(), data.digitsum_format)
   else:
     raise ValueError(f'config.data.task={c.task!r}; valid: arithmetic, '
-                     'jsonl, digitsum.')
+                     'jsonl, gsm8k, digitsum.')
   return (data.data_source(builder, 'train'), data.data_source(builder, 'test'),
           fmt)
 
@@ -125,6 +133,8 @@ def verifier(task: str):
   """
   if task == 'arithmetic':
     return lambda text, r: data.is_correct(text, r['answer'])
+  if task == 'gsm8k':
+    return lambda text, r: data.gsm8k_is_correct(text, r['answer'])
   if task == 'digitsum':
     return data.digitsum_correct
   return None

@@ -2,10 +2,14 @@
 
 from experiments.phases._common import Context
 from experiments.phases._common import Phase
+from experiments.phases.rejection import Rejection
 from experiments.phases.rl import Rl
 from experiments.phases.sft import Sft
+from experiments.phases.trice import Trice
 
 PHASES = {'sft': Sft, 'rl': Rl}
+PHASES.update(trice=Trice, star=Rejection, rft=Rejection, rest_em=Rejection,
+              raft=Rejection)
 
 
 def build(ctx: Context) -> Phase:

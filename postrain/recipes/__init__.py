@@ -2,8 +2,10 @@
 
 # pylint: disable=g-importing-member
 from postrain.recipes import _memory as memory
+from postrain.recipes import _rejection as rejection
 from postrain.recipes import _rl as rl
 from postrain.recipes import _sft as sft
+from postrain.recipes import _trice as trice
 from postrain.recipes._eval import accuracy
 from postrain.recipes._eval import answer_logprobs
 from postrain.recipes._eval import generate
