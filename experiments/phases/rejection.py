@@ -12,6 +12,7 @@ data.
 
 from absl import logging
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from experiments import builders
@@ -63,7 +64,9 @@ class Rejection(_common.Phase):
     self._optimizer, _ = builders.optimizer(c.optim, c.total_steps)
 
   def init_extra(self, params):
-    return {'base': params} if self.ctx.config.rs.restart_from_base else {}
+    if not self.ctx.config.rs.restart_from_base:
+      return {}
+    return {'base': jax.tree.map(jnp.copy, params)}
 
   def _sample(self, params, records, rng, k, prompt_fn, temperature):
     ctx, rs = self.ctx, self.ctx.config.rs
@@ -139,8 +142,11 @@ class Rejection(_common.Phase):
     if not self._restart:
       return state
     self._restart = False
-    base = state.extra['base']
-    return state.replace(params=base, opt_state=self._optimizer.init(base))
+    # why copies: the state is donated, and one buffer may not be donated
+    # twice (as params and as extra['base']).
+    params = jax.tree.map(lambda x: jnp.array(x, copy=True),
+                          state.extra['base'])
+    return state.replace(params=params, opt_state=self._optimizer.init(params))
 
   def get_state(self):
     return {'kept': self._kept}
