@@ -50,7 +50,7 @@ def coin_verifier(monkeypatch):
   of the samples (by text), so chains move and rejection sampling keeps."""
   real = builders.verifier
   monkeypatch.setattr(builders, 'verifier', lambda task: (
-      (lambda text, r: len(text) % 2 == 0) if task == 'arithmetic'
+      (lambda text, r: sum(map(ord, text)) % 2 == 0) if task == 'arithmetic'
       else real(task)))
 
 
