@@ -59,9 +59,10 @@ def model_config(c: ml_collections.ConfigDict, vocab_size: int):
   if c.get('hf_path'):
     extra = sorted(set(c) - set(HF_MODEL_KEYS))
     if extra:
-      raise ValueError(f'config.model.hf_path is set, so the architecture comes '
-                       f'from {c.hf_path}/config.json; remove {extra} (allowed '
-                       f'beside it: {list(HF_MODEL_KEYS)}).')
+      raise ValueError(
+          f'config.model.hf_path is set, so the architecture comes from '
+          f'{c.hf_path}/config.json; remove {extra} (allowed beside it: '
+          f'{list(HF_MODEL_KEYS)}).')
     cfg = models.config_from_hf(c.hf_path)
     return cfg.replace(**{k: c[k] for k in ('dtype', 'param_dtype') if k in c})
   fields = {f.name for f in dataclasses.fields(models.TransformerConfig)}
@@ -137,7 +138,9 @@ def _sources(c, data_dir):
         max_steps=c.max_steps, operand_max=c.operand_max,
         num_train=c.num_train, num_test=c.num_test)
     # Online recipes read only prompts: their configs have no `rationale`.
-    fmt = data.arithmetic_format(rationale=c.get('rationale', True))
+    fmt = data.arithmetic_format(rationale=c.get('rationale', True),
+                                 noise=c.get('noise', 0.0),
+                                 hint_rate=c.get('hint_rate', 0.0))
   elif c.task == 'jsonl':
     if not c.jsonl_path:
       raise ValueError('config.data.task=jsonl needs config.data.jsonl_path '
@@ -148,6 +151,12 @@ def _sources(c, data_dir):
                                        c.rejected_field)[:2]
     else:
       fmt = data.jsonl_format(c.prompt_field, c.response_field)
+  elif c.task == 'gsm8k':  # Local GSM8K JSONL files (TRICE, STaR, RFT).
+    if not c.jsonl_path:
+      raise ValueError('config.data.task=gsm8k needs config.data.jsonl_path '
+                       '(a directory with GSM8K train.jsonl and test.jsonl).')
+    builder = data.prepare('gsm8k', data_dir, path=c.jsonl_path)
+    fmt = data.gsm8k_format(rationale=c.get('rationale', True))
   elif c.task == 'digitsum':  # In memory: grain reads any sequence.
     return (data.digitsum_corpus(c.num_train, seed=0),
             data.digitsum_prompts(), data.digitsum_format)
@@ -157,7 +166,7 @@ def _sources(c, data_dir):
             lambda r: (r['prompt'], r['chosen']))
   else:
     raise ValueError(f'config.data.task={c.task!r}; valid: arithmetic, jsonl, '
-                     'digitsum, synthetic_preference.')
+                     'gsm8k, digitsum, synthetic_preference.')
   return (data.data_source(builder, 'train'), data.data_source(builder, 'test'),
           fmt)
 
@@ -169,6 +178,8 @@ def verifier(task: str):
   """
   if task == 'arithmetic':
     return lambda text, r: data.is_correct(text, r['answer'])
+  if task == 'gsm8k':
+    return lambda text, r: data.gsm8k_is_correct(text, r['answer'])
   if task == 'digitsum':
     return data.digitsum_correct
   return None

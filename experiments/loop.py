@@ -97,6 +97,7 @@ def _run(config, workdir, mesh):
     for step in range(start + 1, config.total_steps + 1):
       rng = jax.random.fold_in(train_rng, step)
       batches, phase_metrics = phase.batches(lm.view(state), rng)
+      state = phase.update_state(state)
       updates = []
       for i, batch in enumerate(batches):
         state, m = step_fn(state, jax.tree.map(put, batch),
@@ -144,8 +145,9 @@ def _flush(pending, writer, bar, schedule, t0, ckpt):
   seconds = time.perf_counter() - t0
   tokens = sum(m['tokens'] for ms in fetched for m in ms)
   for (step, _, phase_metrics, updates), ms in zip(pending, fetched):
-    m = {k: float(np.mean([x[k] for x in ms])) for k in ms[0]}
-    m['finite'] = float(min(x['finite'] for x in ms))
+    # A phase may give a step no update (rejection sampling kept nothing).
+    m = {k: float(np.mean([x[k] for x in ms])) for k in (ms or [{}])[0]}
+    m['finite'] = float(min([x['finite'] for x in ms], default=1.0))
     if m['finite'] == 0.0:
       writer.flush()
       raise FloatingPointError(
@@ -153,11 +155,13 @@ def _flush(pending, writer, bar, schedule, t0, ckpt):
           'that update was skipped and no later checkpoint was written. Last '
           f'good checkpoint: step {ckpt.latest_step()}. Lower optim.lr or '
           'check the data.')
-    writer.write(step, dict(m, **phase_metrics, lr=float(schedule(updates - 1)),
+    writer.write(step, dict(m, **phase_metrics, updates=updates,
+                            lr=float(schedule(updates - 1)),
                             tokens_per_s=tokens / seconds))
   writer.flush()
   bar.update(len(pending))
-  bar.set_postfix(loss=f'{m["loss"]:.4f}', tok_s=f'{tokens / seconds:,.0f}')
+  bar.set_postfix(loss=f'{m.get("loss", np.nan):.4f}',
+                  tok_s=f'{tokens / seconds:,.0f}')
 
 
 def _say(text):

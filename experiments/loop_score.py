@@ -192,8 +192,9 @@ def _evaluate(params, *, step, config, diff, tools, train_x, test_x, info,
   r2, sigmas = se.score_r2(score_fn, params, diff, test_x[:c.r2_points],
                            times, k_r2, se.references(info))
   out.update({f'eval/r2_{k}': float(np.median(v)) for k, v in r2.items()})
-  samples, nfe = se.sample(tools['sampler'], params, diff, sc, c.num_samples, k_s,
-                           dim=train_x.shape[1], t_min=config.loss.t_min)
+  samples, nfe = se.sample(tools['sampler'], params, diff, sc,
+                           c.num_samples, k_s, dim=train_x.shape[1],
+                           t_min=config.loss.t_min)
   out.update({f'eval/{k}': v for k, v in
               se.sample_quality(samples, test_x, k_q).items()})
   out['eval/nfe'] = float(nfe)

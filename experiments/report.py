@@ -44,13 +44,15 @@ def markdown_table(rows: list[dict], columns: list[str]) -> str:
 def write_summary(workdir, config, model_cfg, before: dict, after: dict):
   """Writes `summary.json` and `summary.md`, prints the table, returns it."""
   rows = train.read_metrics(workdir)
-  steps = [r for r in rows if 'loss' in r]
-  rate = [r['tokens_per_s'] for r in steps if 'tokens_per_s' in r]
+  steps = [r for r in rows if 'finite' in r]  # every train step's row
+  losses = [r for r in steps if 'loss' in r]  # steps with an update
+  rate = [r['tokens_per_s'] for r in losses if 'tokens_per_s' in r]
   summary = {
       'recipe': config.recipe,
       'steps': steps[-1]['step'] if steps else 0,
+      'updates': int(steps[-1].get('updates', len(losses))) if steps else 0,
       'params': model_cfg.num_params(),
-      'train_loss': steps[-1]['loss'] if steps else float('nan'),
+      'train_loss': losses[-1]['loss'] if losses else float('nan'),
       'tokens_per_s': sorted(rate)[len(rate) // 2] if rate else float('nan'),
       **{f'before/{k.split("/")[-1]}': v for k, v in before.items()},
       **{f'after/{k.split("/")[-1]}': v for k, v in after.items()},

@@ -55,7 +55,7 @@ class RunModel:
                          f'{self.config.recipe!r} with its extra trained '
                          'parameters (e.g. a PPO value head); set lora.rank=0.')
       adapters, base = models.split_lora(lm)
-      extra = phase.init_extra(lm)
+      extra = phase.init_extra(adapters)  # like `params` without LoRA
       extra.pop('ref', None)  # the base with zero adapters is the reference
       return train.init_state(adapters, optimizer, dict(extra, base=base))
 

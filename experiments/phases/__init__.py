@@ -3,12 +3,16 @@
 from experiments.phases._common import Context
 from experiments.phases._common import Phase
 from experiments.phases.dpo import Dpo
+from experiments.phases.rejection import Rejection
 from experiments.phases.rl import Rl
 from experiments.phases.rm import RewardModel
 from experiments.phases.sft import Sft
+from experiments.phases.trice import Trice
 
 PHASES = {'sft': Sft, 'rl': Rl}
 PHASES.update(dpo=Dpo, reward_model=RewardModel)
+PHASES.update(trice=Trice, star=Rejection, rft=Rejection, rest_em=Rejection,
+              raft=Rejection)
 
 
 def build(ctx: Context) -> Phase:

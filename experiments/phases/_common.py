@@ -32,6 +32,7 @@ class Phase:
   """One recipe's part of the loop. The loop calls, per step:
 
     batches, metrics = phase.batches(state, rng)   # generation phase
+    state = phase.update_state(state)
     for batch in batches: state = step_fn(state, batch, ...)
 
   Subclasses set `objective` and override what they need.
@@ -57,6 +58,14 @@ class Phase:
 
   def batches(self, state, rng) -> tuple[list[dict], dict]:
     raise NotImplementedError
+
+  def update_state(self, state):
+    """The train state after the generation phase, before the updates.
+
+    Recipes with state written by generation (TRICE's memory, a restart
+    from the base parameters) return a new state; the default keeps it.
+    """
+    return state
 
   def get_state(self) -> Any:
     return None

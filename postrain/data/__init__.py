@@ -6,6 +6,9 @@ from postrain.data._arithmetic import ArithmeticTask
 from postrain.data._arithmetic import extract_answer
 from postrain.data._arithmetic import format_prompt
 from postrain.data._arithmetic import format_target
+from postrain.data._arithmetic import HINT_MARKER
+from postrain.data._arithmetic import hinted_prompt
+from postrain.data._arithmetic import noisy_rationale
 from postrain.data._arithmetic import is_correct
 from postrain.data._arithmetic import split_of_question
 from postrain.data._builders import arithmetic_config

@@ -133,6 +133,63 @@ def format_prompt(ex: dict[str, str]) -> str:
   return f'Q: {ex["question"]}\nA:'
 
 
+HINT_MARKER = 'H'
+
+
+def hinted_prompt(ex: dict[str, str]) -> str:
+  """The rationalisation prompt: the answer as a hint, `'Q: … H <a>\\nA:'`.
+
+  STaR's rationalisation (Zelikman et al., arXiv:2203.14465) and TRICE's
+  hinted initialisation (Phan et al., arXiv:2312.02179) sample a rationale
+  given the answer; the rationale is stored and scored under the plain
+  `format_prompt`, without the hint.
+  """
+  return f'Q: {ex["question"]} {HINT_MARKER} {ex["answer"]}\nA:'
+
+
+def _unit(text: str, salt: str) -> float:
+  """A stable uniform number in [0, 1) from `text` (no global RNG)."""
+  digest = hashlib.blake2b(f'{salt}:{text}'.encode(), digest_size=8).digest()
+  return int.from_bytes(digest, 'little') / 2.0**64
+
+
+def noisy_rationale(ex: dict[str, str], noise: float,
+                    seed: int = 0) -> tuple[str, str]:
+  """The rationale with, with probability `noise`, one arithmetic slip.
+
+  The slip changes one step's result by ±1 or ±2 (staying >= 0) and the
+  later steps continue from the wrong value, so the rationale stays
+  self-consistent but ends in a wrong answer. Deterministic in (question,
+  seed): a corpus for a competent but imperfect base model (the E1 base).
+
+  Returns:
+    `(rationale, final value)`; both unchanged when no slip is drawn.
+  """
+  if not 0.0 <= noise <= 1.0:
+    raise ValueError(f'noise={noise} must be in [0, 1].')
+  if _unit(ex['question'], f'noise{seed}') >= noise:
+    return ex['rationale'], ex['answer']
+  steps = [_parse_step(line) for line in ex['rationale'].split('\n')]
+  where = int(_unit(ex['question'], f'where{seed}') * len(steps))
+  delta = (-2, -1, 1, 2)[int(_unit(ex['question'], f'delta{seed}') * 4)]
+  lines, value = [], steps[0][0]
+  for i, (_, op, operand, _) in enumerate(steps):
+    result = _OPS[op](value, operand)
+    if i == where:
+      result = result + delta if result + delta >= 0 else result - delta
+    lines.append(f'{value}{op}{operand}={result}')
+    value = result
+  return '\n'.join(lines), str(value)
+
+
+def _parse_step(line: str) -> tuple[int, str, int, int]:
+  lhs, rhs = line.split('=')
+  for i, ch in enumerate(lhs[1:], 1):  # operands are non-negative
+    if ch in _OPS:
+      return int(lhs[:i]), ch, int(lhs[i + 1:]), int(rhs)
+  raise ValueError(f'not a rationale step: {line!r}')
+
+
 def format_target(ex: dict[str, str], rationale: bool = True) -> str:
   """Returns the response, ending with `'#### <answer>'`.
 

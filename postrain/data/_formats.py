@@ -12,14 +12,27 @@ from postrain.data import _arithmetic
 FormatFn = Callable[[dict[str, Any]], tuple[str, str]]
 
 
-def arithmetic_format(rationale: bool = True) -> FormatFn:
+def arithmetic_format(rationale: bool = True, *, noise: float = 0.0,
+                      hint_rate: float = 0.0) -> FormatFn:
   """Formats `SyntheticArithmetic` records with `format_prompt/_target`.
 
   Args:
     rationale: whether the response holds the step lines before the answer.
+    noise: share of rationales with one arithmetic slip (`noisy_rationale`;
+      the target then ends in the slipped value): a noisy-rationale corpus.
+    hint_rate: share of records shown with the answer as a hint
+      (`hinted_prompt`) and a clean rationale, so that the model learns to
+      rationalise (STaR, TRICE's hinted initialisation). Both choices are
+      fixed per question.
   """
 
   def format_fn(record):
+    if hint_rate and _arithmetic._unit(record['question'], 'hint') < hint_rate:  # pylint: disable=protected-access
+      return (_arithmetic.hinted_prompt(record),
+              _arithmetic.format_target(record, rationale=rationale))
+    if noise and rationale:
+      steps, value = _arithmetic.noisy_rationale(record, noise)
+      record = dict(record, rationale=steps, answer=value)
     return (
         _arithmetic.format_prompt(record),
         _arithmetic.format_target(record, rationale=rationale),

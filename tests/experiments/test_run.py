@@ -41,7 +41,9 @@ def _config(path, overrides):
 def test_every_config_runs_at_tiny_size(path, fast, tmp_path):
   summary = loop.run(_config(path, fast), str(tmp_path / 'run'))
   assert summary['steps'] == fast['total_steps']
-  assert np.isfinite(summary['train_loss'])
+  # Rejection sampling from a random model may keep nothing: no updates.
+  assert summary['updates'] > 0 or path.endswith(('star.py', 'rft.py'))
+  assert np.isfinite(summary['train_loss']) or summary['updates'] == 0
   for name in ('config.json', 'metrics.jsonl', 'summary.json', 'summary.md',
                'metrics.png'):
     assert os.path.exists(tmp_path / 'run' / name), name

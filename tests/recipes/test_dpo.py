@@ -221,8 +221,9 @@ def test_reward_fn_scores_text_for_rl_and_online_dpo():
   expected = recipes.reward_model.pair_rewards(graphdef, params, batch)[:, 0]
   np.testing.assert_allclose(fn.batch([t[0] for t in TRIPLES], texts),
                              expected, rtol=1e-5)
-  # The `fn(text, record)` signature of recipes.score / the RL phase.
-  total, parts, errors = recipes.score(texts, records, {'rm': (fn, 2.0)})
+  # The `fn(text, record)` signature of score_completions / the RL phase.
+  total, parts, errors = recipes.score_completions(texts, records,
+                                                   {'rm': (fn, 2.0)})
   assert errors == 0
   np.testing.assert_allclose(total, 2 * np.asarray(expected), rtol=1e-5)
   assert losses.reward_accuracy(total[:1], total[1:2]).shape == (1,)

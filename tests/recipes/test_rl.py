@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from postrain import data
-from postrain import losses
 from postrain import models
 from postrain import recipes
 

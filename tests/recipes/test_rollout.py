@@ -2,7 +2,6 @@
 
 import itertools
 
-from flax import nnx
 import jax
 import numpy as np
 import pytest

@@ -5,7 +5,6 @@ import os
 
 from flax import nnx
 import jax
-import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
