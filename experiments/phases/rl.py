@@ -5,6 +5,7 @@ import numpy as np
 
 from experiments import builders
 from experiments.phases import _common
+from experiments.phases import rm as rm_phase
 from postrain import data
 from postrain import recipes
 
@@ -22,17 +23,29 @@ def _reward_registry(task: str) -> dict:
   return out
 
 
-def reward_fns(spec: str, task: str = 'arithmetic') -> dict:
-  """Parses `config.rl.rewards`, e.g. `'correct:1,format:0.1'`."""
+def reward_fns(spec: str, task: str = 'arithmetic', *,
+               reward_model=None) -> dict:
+  """Parses `config.rl.rewards`, e.g. `'correct:1,format:0.1'` or `'rm:1'`.
+
+  `rm` is `reward_model` (a `RewardFn`, from `config.rl.reward_model`).
+  """
   registry, out = _reward_registry(task), {}
+  if reward_model is not None:
+    registry['rm'] = reward_model
   for item in filter(None, spec.split(',')):
     name, _, weight = item.partition(':')
+    if name == 'rm' and reward_model is None:
+      raise ValueError('config.rl.rewards names rm: set config.rl.reward_model'
+                       ' to the workdir of a reward_model run.')
     if name not in registry:
       raise ValueError(f'config.rl.rewards: unknown reward {name!r} for task '
                        f'{task!r}; valid: {sorted(registry)}.')
     out[name] = (registry[name], float(weight or 1.0))
   if not out:
     raise ValueError('config.rl.rewards is empty; e.g. "correct:1".')
+  if reward_model is not None and 'rm' not in out:
+    raise ValueError('config.rl.reward_model is set but config.rl.rewards '
+                     'does not use it: add rm:WEIGHT.')
   return out
 
 
@@ -63,7 +76,10 @@ class Rl(_common.Phase):
     if self._ppo != (rl.value_coef > 0):
       raise ValueError('config.rl: advantage=gae (PPO) and value_coef > 0 go '
                        'together: the value head is trained iff GAE uses it.')
-    self._rewards = reward_fns(rl.rewards, c.data.task)
+    rm = (rm_phase.load_reward_fn(ctx, rl.reward_model,
+                                  max_len=c.data.max_len + rl.max_new_tokens)
+          if rl.get('reward_model') else None)
+    self._rewards = reward_fns(rl.rewards, c.data.task, reward_model=rm)
     self._prompts = _common.PromptStream(ctx.train_src, rl.prompts_per_step,
                                          seed=c.seed)
     self._needs_ref = bool(rl.kl_coef or rl.kl_in_reward)
@@ -83,7 +99,8 @@ class Rl(_common.Phase):
     self._prepare = jax.jit(recipes.rl.make_prepare(
         ctx.graphdef, advantage=rl.advantage, group_size=rl.group_size,
         advantage_kwargs=dict(rl.advantage_kwargs),
-        kl_in_reward=rl.kl_in_reward, gamma=rl.gamma, lam=rl.lam))
+        kl_in_reward=rl.kl_in_reward, gamma=rl.gamma, lam=rl.lam,
+        unlikeliness=rl.get('unlikeliness', 0.0)))
 
   def init_params(self, lm_params, rng):
     del rng
@@ -107,8 +124,8 @@ class Rl(_common.Phase):
         [ctx.fmt(r)[0] for r in records], records, sample_rng,
         group_size=rl.group_size, max_prompt_len=ctx.config.data.max_len,
         max_new_tokens=rl.max_new_tokens, temperature=rl.temperature)
-    rewards, parts, errors = recipes.score_completions(out.texts, out.records,
-                                           self._rewards)
+    rewards, parts, errors = recipes.score_completions(
+        out.texts, out.records, self._rewards)
     batch = recipes.assemble(out, pad_id=ctx.tokenizer.pad_id)
     batch.update(rewards=rewards, correct=(parts.get(
         'correct', rewards > 0) > 0).astype(np.float32))

@@ -36,11 +36,9 @@ def load_reward_fn(ctx: _common.Context, workdir: str, *, max_len: int):
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
       abstract, shardings)
   params = train.restore_params(workdir, abstract)
-  dc = ctx.config.data
   return recipes.reward_model.RewardFn(
       ctx.graphdef, params, ctx.tokenizer, max_len=max_len,
-      prompt_fn=lambda r: data.pair_fields(
-          r, dc.prompt_field, dc.chosen_field, dc.rejected_field)[0])
+      prompt_fn=lambda r: ctx.fmt(r)[0])
 
 
 class RewardModel(_common.Phase):

@@ -99,8 +99,9 @@ def make_objective(graphdef, *, margin: float = 0.0,
 class RewardFn:
   """A trained reward model as a reward function of text.
 
-  `fn(text, record) -> float` has the signature of the RL phase's
-  `REWARD_FNS` and of `recipes.score`; `fn.batch(prompts, texts)` scores
+  `fn(text, record) -> float` is a reward function of
+  `recipes.score_completions` (the RL phase); `fn.many(texts, records)`,
+  which `score_completions` prefers, and `fn.batch(prompts, texts)` score
   many at once (fixed-size chunks, so it compiles once).
   """
 
@@ -126,5 +127,9 @@ class RewardFn:
       out.append(np.asarray(self._score(self._params, rows))[:n])
     return np.concatenate(out).astype(np.float32)
 
+  def many(self, texts: Sequence[str], records: Sequence[dict]) -> np.ndarray:
+    """float32 [N] rewards of completions of the records' prompts."""
+    return self.batch([self._prompt_fn(r) for r in records], texts)
+
   def __call__(self, text: str, record: dict) -> float:
-    return float(self.batch([self._prompt_fn(record)], [text])[0])
+    return float(self.many([text], [record])[0])

@@ -168,6 +168,7 @@ def make_prepare(
     kl_in_reward: float = 0.0,
     gamma: float = 1.0,
     lam: float = 0.95,
+    unlikeliness: float = 0.0,
     chunk_size: int = 128,
 ):
   """`prepare(params, ref_params, batch) -> batch` before the update epochs.
@@ -185,6 +186,9 @@ def make_prepare(
     advantage_kwargs: extra keywords of the estimator (e.g. `baseline`).
     kl_in_reward: β of the KL penalty placed in the reward (PPO style).
     gamma, lam: GAE discount and λ.
+    unlikeliness: β_rank of the unlikeliness reward (`REWARD_TRANSFORMS`,
+      He et al. use 0.25): rewards are scaled by `1 − β_rank·rank/G`, rank
+      by `old_logp` within the group, before the advantage; 0 = off.
     chunk_size: positions per chunk of the log-softmax.
   """
   fn = losses.ADVANTAGES[advantage] if advantage else None
@@ -196,17 +200,21 @@ def make_prepare(
     fwd = forward(graphdef, params, batch, chunk_size=chunk_size)
     mask = batch['loss_mask']
     out = dict(batch, old_logp=fwd['logp'])
+    if unlikeliness:
+      out['rewards'] = losses.REWARD_TRANSFORMS['unlikeliness'](
+          batch['rewards'], fwd['logp'], mask, group_size=group_size,
+          beta_rank=unlikeliness)
     if ref_params is not None:
       ref = forward(graphdef, ref_params, batch, chunk_size=chunk_size)
       out['ref_logp'] = ref['logp']
     if advantage != 'gae':
       if fn:
-        out['advantages'] = fn(batch['rewards'], **kwargs)
+        out['advantages'] = fn(out['rewards'], **kwargs)
       return out
     if 'values' not in fwd:
       raise ValueError("advantage='gae' needs a value head (PPO).")
     last = jnp.cumsum(mask, -1) == jnp.sum(mask, -1, keepdims=True)
-    token_r = jnp.where(last & (mask > 0), batch['rewards'][:, None], 0.0)
+    token_r = jnp.where(last & (mask > 0), out['rewards'][:, None], 0.0)
     if kl_in_reward:
       token_r = losses.kl_in_reward(token_r, fwd['logp'], out['ref_logp'],
                                     mask, beta=kl_in_reward)

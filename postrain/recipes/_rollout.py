@@ -87,7 +87,9 @@ def score_completions(
   """Weighted sum of reward functions, each `fn(text, record) -> float`.
 
   A reward function that raises scores 0 for that sample and is counted:
-  an exception is never silently a pass.
+  an exception is never silently a pass. A function with a `many(texts,
+  records) -> [R]` method (a reward model) is called once for all samples;
+  an exception there is not a verdict on any sample and propagates.
 
   Returns:
     `(rewards [R] float32, {name: [R]} per component, number of errors)`.
@@ -96,6 +98,9 @@ def score_completions(
     raise ValueError('score_completions() needs at least one reward function.')
   parts, errors = {}, 0
   for name, (fn, _) in reward_fns.items():
+    if hasattr(fn, 'many'):
+      parts[name] = np.asarray(fn.many(texts, records), np.float32)
+      continue
     values = np.zeros(len(texts), np.float32)
     for i, (text, record) in enumerate(zip(texts, records)):
       try:

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from configs import reward_model as reward_model_config
 from configs import rl as rl_config
 from experiments import loop
 from experiments import phases
@@ -93,3 +94,38 @@ def test_grpo_raises_sampled_accuracy_of_an_sft_base(tmp_path):
   config.lock()
   summary = loop.run(config, str(tmp_path / 'grpo'))
   assert summary['after/pass@1'] > summary['before/pass@1']
+
+
+def test_reward_model_scores_rl_samples(fast, tmp_path):
+  # A reward-model run (on the synthetic preference task) with the RL run's
+  # architecture and tokenizer, then GRPO with `correct:1,rm:0.5`.
+  model = {'model.max_seq_len': 64}
+  rm_config = reward_model_config.get_config('tiny')
+  rm_config.unlock()
+  for key, value in {**fast, **model, 'total_steps': 2, 'eval_every': 2,
+                     'ckpt.every': 2}.items():
+    *parents, leaf = key.split('.')
+    node = rm_config
+    for part in parents:
+      node = node.get(part, {})
+    if leaf in node:
+      node[leaf] = value
+  rm_dir = str(tmp_path / 'rm')
+  loop.run(rm_config, rm_dir)
+  summary = loop.run(_config('grpo', fast, **model, **{
+      'rl.rewards': 'correct:1,rm:0.5', 'rl.reward_model': rm_dir}),
+                     str(tmp_path / 'rl'))
+  assert np.isfinite(summary['train_loss'])
+  for row in [r for r in train.read_metrics(str(tmp_path / 'rl'))
+              if 'loss' in r]:
+    assert row['reward/rm'] != 0.0
+    np.testing.assert_allclose(
+        row['reward/mean'], row['reward/correct'] + 0.5 * row['reward/rm'],
+        rtol=1e-4, atol=1e-6)
+
+
+def test_reward_model_must_be_named_in_rewards():
+  with pytest.raises(ValueError, match='rl.reward_model'):
+    phases.rl.reward_fns('rm:1', 'arithmetic')
+  with pytest.raises(ValueError, match='rm:WEIGHT'):
+    phases.rl.reward_fns('correct:1', 'arithmetic', reward_model=object())

@@ -138,3 +138,21 @@ def test_tis_correction_weights_tokens_by_the_capped_ratio():
   with pytest.raises(ValueError, match='importance weights'):
     recipes.rl.make_objective(graphdef, loss_type='topr',
                               correction='tis_token')
+
+
+def test_unlikeliness_scales_rewards_by_group_rank_before_the_advantage():
+  graphdef, params, batch = _setup(group_size=4)
+  batch['rewards'] = jnp.array([1., 1., 0., 1., 1., 1., 1., 0.])
+  beta = 0.25
+  out = recipes.rl.make_prepare(graphdef, advantage='rloo', group_size=4,
+                                unlikeliness=beta)(params, None, batch)
+  m = np.asarray(batch['loss_mask'], np.float64)
+  mean_lp = (_ref_logp(graphdef, params, batch) * m).sum(-1) / m.sum(-1)
+  rank = np.concatenate([np.argsort(np.argsort(g, kind='stable'))
+                         for g in mean_lp.reshape(2, 4)])  # 0 = least likely
+  r = np.asarray(batch['rewards'], np.float64) * (1 - beta * rank / 4)
+  np.testing.assert_allclose(out['rewards'], r, rtol=1e-5)
+  groups = r.reshape(2, 4)
+  loo = (groups.sum(1, keepdims=True) - groups) / 3
+  np.testing.assert_allclose(out['advantages'], (groups - loo).reshape(-1),
+                             rtol=1e-5, atol=1e-6)
