@@ -96,13 +96,19 @@ def _run(config, workdir, mesh):
   try:
     for step in range(start + 1, config.total_steps + 1):
       rng = jax.random.fold_in(train_rng, step)
+      t_gen = time.perf_counter()
       batches, phase_metrics = phase.batches(lm.view(state), rng)
       state = phase.update_state(state)
+      t_update = time.perf_counter()
       updates = []
       for i, batch in enumerate(batches):
         state, m = step_fn(state, jax.tree.map(put, batch),
                            jax.random.fold_in(rng, i))
         updates.append(m)
+      if phase.samples:  # the next generation waits for these updates anyway
+        jax.block_until_ready(state)
+        phase_metrics.update({'time/generate_s': t_update - t_gen,
+                              'time/update_s': time.perf_counter() - t_update})
       pending.append((step, updates, phase_metrics, int(state.step)))
       last = step == config.total_steps or stop.requested
       if step % config.log_every == 0 or ckpt.should_save(step) or last:

@@ -39,6 +39,7 @@ class Phase:
   """
   updates_per_step = 1
   objective = None
+  samples = False  # generates with the policy: the loop logs time/* split
 
   def __init__(self, ctx: Context):
     self.ctx = ctx

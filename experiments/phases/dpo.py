@@ -81,6 +81,7 @@ class Dpo(_common.Phase):
       self._stream = _common.PromptStream(
           ctx.train_src, d.prompts_per_iteration, seed=c.seed)
       self.updates_per_step = d.epochs * d.num_minibatches
+      self.samples = True
     else:
       self._stream = _common.PromptStream(
           range(len(ctx.train_src)), c.data.batch_size, seed=c.seed)

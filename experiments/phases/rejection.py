@@ -41,6 +41,7 @@ def iteration_steps(total: int, growth: float, iterations: int) -> list[int]:
 
 class Rejection(_common.Phase):
   """One phase for the four recipes; `config.rs` sets which one."""
+  samples = True
 
   def __init__(self, ctx):
     super().__init__(ctx)

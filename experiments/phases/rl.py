@@ -84,6 +84,7 @@ class Rl(_common.Phase):
                                          seed=c.seed)
     self._needs_ref = bool(rl.kl_coef or rl.kl_in_reward)
     self.updates_per_step = rl.epochs * rl.num_minibatches
+    self.samples = True
     loss_kwargs = dict(rl.loss_kwargs)
     if rl.loss_type == 'nft':
       loss_kwargs['group_size'] = rl.group_size

@@ -95,6 +95,7 @@ class EpochStream:
 class Trice(_common.Phase):
   """TRICE with the control-variate (or basic) estimator, optional L-subsample.
   """
+  samples = True
 
   def __init__(self, ctx):
     super().__init__(ctx)

@@ -38,7 +38,8 @@ def test_estimator_presets_run(algo, fast, tmp_path):
   assert summary['steps'] == 2 and np.isfinite(summary['train_loss'])
   rows = [r for r in train.read_metrics(str(tmp_path / algo)) if 'loss' in r]
   assert {'reward/mean', 'zero_variance_groups', 'entropy',
-          'sampler_learner_abs_diff'} <= set(rows[-1])
+          'sampler_learner_abs_diff', 'time/generate_s',
+          'time/update_s'} <= set(rows[-1])
   # Sampler and learner compute the same log-probs here (float32, CPU).
   assert rows[-1]['sampler_learner_abs_diff'] < 1e-4
   if algo == 'ppo':
