@@ -13,8 +13,6 @@ and majority-vote accuracy, mean ± std over seeds) and `curves.png`
 
 import json
 import os
-import subprocess
-import sys
 import time
 
 from absl import app
@@ -22,6 +20,7 @@ from absl import flags
 import numpy as np
 
 from experiments import report
+from experiments import launch
 from postrain import train
 
 _SIZE = flags.DEFINE_enum('size', 'tiny', ['tiny', 'base'], 'Config size.')
@@ -47,35 +46,13 @@ METHODS = {
 KEYS = ('accuracy', 'accuracy_k3', 'accuracy_k4', 'vote_accuracy')
 
 
-def _cmd(spec, workdir, overrides):
-  return [sys.executable, '-m', 'experiments.run', f'--config={spec}',
-          f'--workdir={workdir}'] + [f'--config.{k}={v}'
-                                     for k, v in overrides.items()]
-
-
 def _run_all(jobs, parallel):
-  """Runs `(name, cmd, workdir)` jobs, `parallel` at a time; fails loudly."""
-  todo = [j for j in jobs
-          if not os.path.exists(os.path.join(j[2], 'summary.json'))]
-  running = []
-  while todo or running:
-    while todo and len(running) < parallel:
-      name, cmd, wd = todo.pop(0)
-      os.makedirs(wd, exist_ok=True)
-      log = open(os.path.join(wd, 'log.txt'), 'a')
-      running.append((subprocess.Popen(cmd, stdout=log, stderr=log), name,
-                      wd, log, time.time()))
-    for item in list(running):
-      proc, name, wd, log, t0 = item
-      if proc.poll() is None:
-        continue
-      log.close()
-      running.remove(item)
-      print(f'{name}: {"done" if proc.returncode == 0 else "FAILED"} in '
-            f'{time.time() - t0:.0f}s', flush=True)
-      if proc.returncode:
-        raise SystemExit(f'{name} failed; see {wd}/log.txt')
-    time.sleep(0.5)
+  """Runs the `(command, workdir)` jobs not finished yet; fails loudly."""
+  failed = launch.launch(
+      [(cmd, wd) for cmd, wd in jobs
+       if not os.path.exists(os.path.join(wd, 'summary.json'))], parallel)
+  if failed:
+    raise SystemExit(f'{len(failed)} runs failed; see {failed[0]}/log.txt')
 
 
 def table(root, methods, seeds) -> str:
@@ -149,16 +126,16 @@ def main(argv):
     raise SystemExit(f'--methods: unknown {unknown}; valid: {list(METHODS)}')
   t0 = time.time()
   base = os.path.join(root, 'base')
-  _run_all([('base', _cmd(f'configs/rationale_base.py:{size}', base, {}),
+  _run_all([(launch.command(f'configs/rationale_base.py:{size}', base, {}),
              base)], 1)
   overrides = dict(item.split('=', 1) for item in _SET.value)
   jobs = []
   for s in range(_SEEDS.value):
     for m in _METHODS.value:
       wd = os.path.join(root, m, f'seed{s}')
-      jobs.append((f'{m}/seed{s}', _cmd(
-          METHODS[m].format(size=size), wd,
-          dict(overrides, init_from=base, seed=s)), wd))
+      jobs.append((launch.command(METHODS[m].format(size=size), wd,
+                                 dict(overrides, init_from=base, seed=s)),
+                   wd))
   _run_all(jobs, _PARALLEL.value)
   text = table(root, _METHODS.value, _SEEDS.value)
   with open(os.path.join(root, 'results.md'), 'w') as f:

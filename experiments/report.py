@@ -4,6 +4,8 @@ import json
 import math
 import os
 
+import numpy as np
+
 from postrain import train
 
 
@@ -89,6 +91,76 @@ def plot_metrics(workdir: str, keys=('loss', 'eval/loss', 'eval/accuracy',
     ax.set_title(key)
   fig.tight_layout()
   path = os.path.join(workdir, 'metrics.png')
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
+
+
+def _stat(values) -> str:
+  values = [v for v in values if v is not None and np.isfinite(v)]
+  return f'{np.mean(values):.3f} ± {np.std(values):.3f}' if values else ''
+
+
+def _window_mean(rows, key, first: bool) -> float | None:
+  pts = [r[key] for r in rows if key in r]
+  if not pts:
+    return None
+  n = max(len(pts) // 10, 1)
+  return float(np.mean(pts[:n] if first else pts[-n:]))
+
+
+def estimator_table(root: str, algos, seeds: int) -> str:
+  """`experiments.rl_estimators`: one row per estimator, mean ± std over
+  the seeds of `root/<algo>/seed<s>`."""
+  rows = []
+  for algo in algos:
+    runs = [os.path.join(root, algo, f'seed{s}') for s in range(seeds)]
+    summaries, metrics = [], []
+    for wd in runs:
+      with open(os.path.join(wd, 'summary.json')) as f:
+        summaries.append(json.load(f))
+      metrics.append([r for r in train.read_metrics(wd) if 'loss' in r])
+    pass_k = sorted({k.split('@')[1] for s in summaries for k in s
+                     if k.startswith('after/pass@')}, key=int)
+    row = {'estimator': algo, 'seeds': len(runs),
+           'accuracy before': _stat([s['before/accuracy'] for s in summaries]),
+           'accuracy after': _stat([s['after/accuracy'] for s in summaries])}
+    for k in pass_k[:1] + pass_k[-1:]:
+      row[f'pass@{k} after'] = _stat([s.get(f'after/pass@{k}')
+                                      for s in summaries])
+    # Sample accuracy, not reward/mean: TOPR and W-REINFORCE use ±1 rewards.
+    row['train accuracy first → last tenth'] = (
+        _stat([_window_mean(m, 'accuracy', True) for m in metrics]) +
+        ' → ' + _stat([_window_mean(m, 'accuracy', False) for m in metrics]))
+    for key in ('time/generate_s', 'time/update_s'):
+      row[f'{key.split("/")[1]} per step'] = _stat(
+          [np.median([r[key] for r in m if key in r]) for m in metrics])
+    rows.append(row)
+  columns = list(dict.fromkeys(k for r in rows for k in r))
+  return markdown_table(rows, columns)
+
+
+def estimator_curves(root: str, algos, seeds: int) -> str:
+  """`curves.png`: training sample accuracy (5-step running mean) vs steps."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for i, algo in enumerate(algos):
+    for s in range(seeds):
+      rows = [r for r in train.read_metrics(os.path.join(root, algo,
+                                                         f'seed{s}'))
+              if 'accuracy' in r]
+      w = min(5, len(rows))  # running mean over w steps
+      acc = np.convolve([r['accuracy'] for r in rows], np.ones(w) / w,
+                        mode='valid')
+      ax.plot([r['step'] for r in rows][w - 1:], acc, color=f'C{i}',
+              alpha=0.8,
+              label=algo if s == 0 else None)
+  ax.set(xlabel='step', ylabel='training sample accuracy (5-step mean)')
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  path = os.path.join(root, 'curves.png')
   fig.savefig(path, dpi=100)
   plt.close(fig)
   return path

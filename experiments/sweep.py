@@ -14,14 +14,12 @@ import csv
 import json
 import os
 import re
-import subprocess
-import sys
-import time
 
 from absl import app
 from absl import flags
 
 from experiments import builders
+from experiments import launch as launch_lib
 from experiments import report
 
 _CONFIG = flags.DEFINE_string('config', None, 'Config file `path.py[:arg]`.',
@@ -66,12 +64,6 @@ def run_name(overrides: dict, common=()) -> str:
   return re.sub(r'[^\w.,=+-]', '_', text) or 'default'
 
 
-def command(spec: str, workdir: str, overrides: dict) -> list[str]:
-  return [sys.executable, '-m', 'experiments.run', f'--config={spec}',
-          f'--workdir={workdir}'] + [
-              f'--config.{k}={v}' for k, v in sorted(overrides.items())]
-
-
 def main(argv):
   del argv
   root = os.path.abspath(_WORKDIR.value)
@@ -79,38 +71,17 @@ def main(argv):
       _CONFIG.value, _SWEEP_ARG.value, _SET.value)]
   if _PRINT.value:
     for p, wd in runs:
-      print(' '.join(command(_CONFIG.value, wd, p)))
+      print(' '.join(launch_lib.command(_CONFIG.value, wd, p)))
     return
   todo = [(p, wd) for p, wd in runs
           if not os.path.exists(os.path.join(wd, 'summary.json'))]
   print(f'{len(runs)} runs, {len(runs) - len(todo)} already finished.')
-  failed = _launch(todo, _PARALLEL.value)
+  failed = launch_lib.launch(
+      [(launch_lib.command(_CONFIG.value, wd, p), wd) for p, wd in todo],
+      _PARALLEL.value)
   _table(root, runs, failed)
   if failed:
     raise SystemExit(f'{len(failed)} runs failed; see their log.txt.')
-
-
-def _launch(todo, parallel):
-  """Runs the commands, `parallel` at a time; returns the failed workdirs."""
-  running, failed = [], []
-  while todo or running:
-    while todo and len(running) < parallel:
-      p, wd = todo.pop(0)
-      os.makedirs(wd, exist_ok=True)
-      log = open(os.path.join(wd, 'log.txt'), 'a')
-      running.append((subprocess.Popen(command(_CONFIG.value, wd, p),
-                                       stdout=log, stderr=log), wd, log))
-      print(f'started {wd}')
-    for item in list(running):
-      proc, wd, log = item
-      if proc.poll() is not None:
-        log.close()
-        running.remove(item)
-        print(f'{"finished" if proc.returncode == 0 else "FAILED"} {wd}')
-        if proc.returncode:
-          failed.append(wd)
-    time.sleep(0.5)
-  return failed
 
 
 def _table(root, runs, failed):

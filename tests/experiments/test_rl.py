@@ -1,5 +1,7 @@
 """Online RL through the runner: every estimator preset, resume, bad grouping."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -7,6 +9,7 @@ from configs import reward_model as reward_model_config
 from configs import rl as rl_config
 from experiments import loop
 from experiments import phases
+from experiments import report
 from postrain import train
 
 # No evaluation (it is tested in test_run): each run compiles less.
@@ -130,3 +133,24 @@ def test_reward_model_must_be_named_in_rewards():
     phases.rl.reward_fns('rm:1', 'arithmetic')
   with pytest.raises(ValueError, match='rm:WEIGHT'):
     phases.rl.reward_fns('correct:1', 'arithmetic', reward_model=object())
+
+
+def test_estimator_table_averages_seeds(tmp_path):
+  for seed, (before, after, acc) in enumerate([(0.4, 0.5, (0.2, 0.6)),
+                                               (0.4, 0.7, (0.4, 0.8))]):
+    wd = tmp_path / 'grpo' / f'seed{seed}'
+    wd.mkdir(parents=True)
+    (wd / 'summary.json').write_text(json.dumps({
+        'before/accuracy': before, 'after/accuracy': after,
+        'after/pass@1': after, 'after/pass@8': 0.9}))
+    rows = [{'step': s, 'loss': 0.0, 'accuracy': a, 'time/generate_s': 2.0,
+             'time/update_s': 1.0 + seed}
+            for s, a in zip(range(1, 21), [acc[0]] * 10 + [acc[1]] * 10)]
+    (wd / 'metrics.jsonl').write_text(
+        '\n'.join(json.dumps(r) for r in rows) + '\n')
+  line = report.estimator_table(str(tmp_path), ['grpo'], 2).splitlines()[-1]
+  cells = [c.strip() for c in line.strip('|').split('|')]
+  assert cells == ['grpo', '2', '0.400 ± 0.000', '0.600 ± 0.100',
+                   '0.600 ± 0.100', '0.900 ± 0.000',
+                   '0.300 ± 0.100 → 0.700 ± 0.100', '2.000 ± 0.000',
+                   '1.500 ± 0.500']

@@ -14,6 +14,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from experiments import builders
+from experiments import launch
 from experiments import loop
 from experiments import sweep
 
@@ -181,7 +182,7 @@ def test_sweep_points_and_commands():
   assert len(points) == 4
   names = {sweep.run_name(p) for p in points}
   assert len(names) == 4
-  cmd = sweep.command('configs/sft.py:tiny', '/tmp/x', points[0])
+  cmd = launch.command('configs/sft.py:tiny', '/tmp/x', points[0])
   assert any(a.startswith('--config.optim.lr=') for a in cmd)
 
 
