@@ -89,7 +89,7 @@ def _run(config, workdir, mesh):
   if 'eval_before' not in meta:
     meta['eval_before'] = evaluate(state, start)
     writer.write(start, meta['eval_before'])
-  stop = _StopSignal()
+  stop = StopSignal()
   bar = tqdm.tqdm(total=config.total_steps, initial=start, unit='step',
                   dynamic_ncols=True, disable=jax.process_index() != 0)
   pending, t0, step = [], time.perf_counter(), start
@@ -175,7 +175,7 @@ def _say(text):
     tqdm.tqdm.write(text)
 
 
-class _StopSignal:
+class StopSignal:
   """Turns SIGTERM/SIGINT into a flag the loop checks after each step."""
 
   def __init__(self):

@@ -21,6 +21,7 @@ import numpy as np
 import tqdm
 
 from experiments import builders
+from experiments import loop
 from experiments import report
 from experiments import score_eval as se
 from postrain import recipes
@@ -117,12 +118,13 @@ def _run(config, workdir, mesh):
   bar = tqdm.tqdm(total=config.total_steps, initial=start, unit='step',
                   dynamic_ncols=True, disable=jax.process_index() != 0)
   pending, t0, step, stopped = [], time.perf_counter(), start, False
+  stop = loop.StopSignal()
   try:
     for step in range(start + 1, config.total_steps + 1):
       state, metrics = step_fn(state, batch_at(step),
                                jax.random.fold_in(train_rng, step))
       pending.append((step, metrics))
-      last = step == config.total_steps
+      last = step == config.total_steps or stop.requested
       if step % config.log_every == 0 or ckpt.should_save(step) or last:
         _flush(pending, writer, bar, schedule, t0, ckpt)
         pending, t0 = [], time.perf_counter()
@@ -136,9 +138,17 @@ def _run(config, workdir, mesh):
         tqdm.tqdm.write(f'early stop at step {step}: no held-out DSM gain in '
                         f'{config.early_stop.patience} evaluations.')
         break
-  finally:
+      if stop.requested:
+        tqdm.tqdm.write(f'signal {stop.signum}: saved step {step}, exiting.')
+        break
+  finally:  # Even on an error: finish pending saves, give signals back.
     bar.close()
     ckpt.close()
+    stop.restore()
+  if stop.requested:
+    best_ckpt.close()
+    writer.close()
+    raise SystemExit(f'interrupted at step {step}; rerun to resume.')
 
   # ------------------------------------------------------------ report
   after = evaluate(state.params, step=step, final=workdir)

@@ -2,6 +2,9 @@
 
 import json
 import os
+import signal
+import threading
+import time
 
 from flax import nnx
 import jax
@@ -72,6 +75,32 @@ def test_extended_run_equals_uninterrupted(tmp_path):
   a = ocp.tree.to_flat_dict(_params(tmp_path / 'a', 16))
   b = ocp.tree.to_flat_dict(_params(tmp_path / 'b', 16))
   assert a.keys() == b.keys()
+  for key in a:
+    np.testing.assert_array_equal(a[key], b[key], err_msg=str(key))
+
+
+def test_sigterm_saves_and_resume_equals_uninterrupted(tmp_path):
+  kw = {'total_steps': 60, 'optim.schedule': 'constant',
+        'optim.warmup_steps': 0, 'eval_every': 1000, 'log_every': 4}
+  run = str(tmp_path / 'a')
+  first = os.path.join(run, 'checkpoints', '4')
+
+  def signal_after_first_checkpoint():
+    while not os.path.isdir(first):
+      time.sleep(0.01)
+    os.kill(os.getpid(), signal.SIGTERM)  # handled on the main thread
+
+  thread = threading.Thread(target=signal_after_first_checkpoint)
+  thread.start()
+  with pytest.raises(SystemExit, match='interrupted at step'):
+    loop.run(_config(**kw), run)
+  thread.join()
+  saved = max(int(d) for d in os.listdir(os.path.join(run, 'checkpoints')))
+  assert 4 <= saved < 60  # the signal's step was saved before exiting
+  loop.run(_config(**kw), run)
+  loop.run(_config(**kw), str(tmp_path / 'b'))
+  a = ocp.tree.to_flat_dict(_params(tmp_path / 'a', 60))
+  b = ocp.tree.to_flat_dict(_params(tmp_path / 'b', 60))
   for key in a:
     np.testing.assert_array_equal(a[key], b[key], err_msg=str(key))
 
