@@ -109,6 +109,13 @@ def _window_mean(rows, key, first: bool) -> float | None:
   return float(np.mean(pts[:n] if first else pts[-n:]))
 
 
+def _pass_ks(summaries) -> list[int]:
+  """The k of every `after/pass@k` key (not `pass@1_rare`), sorted."""
+  ks = {k.split('@')[1] for s in summaries for k in s
+        if k.startswith('after/pass@')}
+  return sorted(int(k) for k in ks if k.isdigit())
+
+
 def estimator_table(root: str, algos, seeds: int) -> str:
   """`experiments.rl_estimators`: one row per estimator, mean ± std over
   the seeds of `root/<algo>/seed<s>`."""
@@ -120,14 +127,16 @@ def estimator_table(root: str, algos, seeds: int) -> str:
       with open(os.path.join(wd, 'summary.json')) as f:
         summaries.append(json.load(f))
       metrics.append([r for r in train.read_metrics(wd) if 'loss' in r])
-    pass_k = sorted({k.split('@')[1] for s in summaries for k in s
-                     if k.startswith('after/pass@')}, key=int)
+    pass_k = _pass_ks(summaries)
     row = {'estimator': algo, 'seeds': len(runs),
            'accuracy before': _stat([s['before/accuracy'] for s in summaries]),
            'accuracy after': _stat([s['after/accuracy'] for s in summaries])}
     for k in pass_k[:1] + pass_k[-1:]:
       row[f'pass@{k} after'] = _stat([s.get(f'after/pass@{k}')
                                       for s in summaries])
+    if any('after/coverage@128' in s for s in summaries):
+      row['coverage@128 after'] = _stat([s.get('after/coverage@128')
+                                         for s in summaries])
     # Sample accuracy, not reward/mean: TOPR and W-REINFORCE use ±1 rewards.
     row['train accuracy first → last tenth'] = (
         _stat([_window_mean(m, 'accuracy', True) for m in metrics]) +
@@ -141,24 +150,35 @@ def estimator_table(root: str, algos, seeds: int) -> str:
 
 
 def estimator_curves(root: str, algos, seeds: int) -> str:
-  """`curves.png`: training sample accuracy (5-step running mean) vs steps."""
+  """`curves.png`: training sample accuracy (5-step running mean) against
+  steps; held-out pass@k against k, before (dashed) and after, seed mean."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(6, 4))
+  fig, (ax, ax_k) = plt.subplots(1, 2, figsize=(11, 4))
   for i, algo in enumerate(algos):
+    summaries = []
     for s in range(seeds):
-      rows = [r for r in train.read_metrics(os.path.join(root, algo,
-                                                         f'seed{s}'))
-              if 'accuracy' in r]
+      wd = os.path.join(root, algo, f'seed{s}')
+      rows = [r for r in train.read_metrics(wd) if 'accuracy' in r]
       w = min(5, len(rows))  # running mean over w steps
       acc = np.convolve([r['accuracy'] for r in rows], np.ones(w) / w,
                         mode='valid')
       ax.plot([r['step'] for r in rows][w - 1:], acc, color=f'C{i}',
-              alpha=0.8,
-              label=algo if s == 0 else None)
+              alpha=0.8, label=algo if s == 0 else None)
+      with open(os.path.join(wd, 'summary.json')) as f:
+        summaries.append(json.load(f))
+    ks = _pass_ks(summaries)
+    for when, style in (('before', '--'), ('after', '-')):
+      if when == 'before' and i:  # every arm starts from the same base
+        continue
+      pts = [np.mean([s[f'{when}/pass@{k}'] for s in summaries]) for k in ks]
+      ax_k.plot(ks, pts, style, marker='.', color='k' if when == 'before'
+                else f'C{i}', label='base' if when == 'before' else algo)
   ax.set(xlabel='step', ylabel='training sample accuracy (5-step mean)')
-  ax.legend(fontsize=8)
+  ax_k.set(xlabel='k', ylabel='held-out pass@k', xscale='log')
+  for a in (ax, ax_k):
+    a.legend(fontsize=8)
   fig.tight_layout()
   path = os.path.join(root, 'curves.png')
   fig.savefig(path, dpi=100)
