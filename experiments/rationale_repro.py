@@ -61,29 +61,33 @@ def table(root, methods, seeds) -> str:
   for m in ['base'] + list(methods):
     runs = ([os.path.join(root, 'base')] if m == 'base' else
             [os.path.join(root, m, f'seed{s}') for s in range(seeds)])
-    summaries = []
-    for wd in runs:
-      with open(os.path.join(wd, 'summary.json')) as f:
-        summaries.append(json.load(f))
+    if m == 'base':  # scored on the E1 questions: a child's `before`
+      summaries, prefix = _base_on_e1(root, methods), 'before'
+    else:
+      summaries, prefix = [], 'after'
+      for wd in runs:
+        with open(os.path.join(wd, 'summary.json')) as f:
+          summaries.append(json.load(f))
     row = {'method': m, 'seeds': len(runs)}
     for k in KEYS:
-      v = [s[f'after/{k}'] for s in summaries if f'after/{k}' in s]
-      if m == 'base' and not v:  # the base is scored on the E1 questions
-        v = [s[f'before/{k}'] for s in _first_children(root, methods)
-             if f'before/{k}' in s]
+      v = [s[f'{prefix}/{k}'] for s in summaries if f'{prefix}/{k}' in s]
       row[k] = (f'{np.mean(v):.3f} ± {np.std(v):.3f}' if v else '')
     rows.append(row)
   return report.markdown_table(rows, ['method', 'seeds', *KEYS])
 
 
-def _first_children(root, methods):
-  out = []
-  for m in methods:  # every method's seed-0 `before` is the base on E1 data
+def _base_on_e1(root, methods) -> list[dict]:
+  """The base model's scores on the E1 questions: the `before/` metrics of
+  the seed-0 run of the method that evaluates the most of them (the base's
+  own summary scores its pretraining test set, 1–4 steps)."""
+  found = []
+  for m in methods:
     path = os.path.join(root, m, 'seed0', 'summary.json')
-    if os.path.exists(path) and m.startswith('trice'):
+    if os.path.exists(path):
       with open(path) as f:
-        out.append(json.load(f))
-  return out[:1]
+        found.append(json.load(f))
+  return sorted(found, key=lambda s: -sum(k.startswith('before/')
+                                          for k in s))[:1]
 
 
 def plot(root, methods, seeds) -> str:
