@@ -230,6 +230,27 @@ def check_keys(config, keys) -> None:
       node = node[part]
 
 
+def override(config: ml_collections.ConfigDict, overrides: dict, *,
+             skip_missing: bool = False) -> ml_collections.ConfigDict:
+  """`config` with dotted keys set (`{'optim.lr': 1e-3}`), locked again.
+
+  An unknown key stops with the valid ones, unless `skip_missing` (shared
+  override sets, e.g. a test's small sizes, that name other recipes' keys).
+  """
+  if not skip_missing:
+    check_keys(config, overrides)
+  config.unlock()
+  for key, value in overrides.items():
+    *parents, leaf = key.split('.')
+    node = config
+    for part in parents:
+      node = node.get(part, {})
+    if leaf in node:
+      node[leaf] = value
+  config.lock()
+  return config
+
+
 def check_argv_overrides(argv) -> None:
   """Validates every `--config.KEY=VALUE` of `argv` against the config."""
   spec = next((a.split('=', 1)[1] for a in argv

@@ -105,6 +105,8 @@ def _run(config, workdir, mesh):
         state, m = step_fn(state, jax.tree.map(put, batch),
                            jax.random.fold_in(rng, i))
         updates.append(m)
+      # Generation time covers what `phase.batches` does (sampling, scoring,
+      # old/reference log-probs); update time the optimiser steps.
       if phase.samples:  # the next generation waits for these updates anyway
         jax.block_until_ready(state)
         phase_metrics.update({'time/generate_s': t_update - t_gen,

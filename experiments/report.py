@@ -176,7 +176,10 @@ def estimator_curves(root: str, algos, seeds: int) -> str:
       ax_k.plot(ks, pts, style, marker='.', color='k' if when == 'before'
                 else f'C{i}', label='base' if when == 'before' else algo)
   ax.set(xlabel='step', ylabel='training sample accuracy (5-step mean)')
-  ax_k.set(xlabel='k', ylabel='held-out pass@k', xscale='log')
+  ax_k.set(xlabel='k', ylabel='held-out pass@k')
+  ax_k.set_xscale('log', base=2)
+  if ks:
+    ax_k.set_xticks(ks, [str(k) for k in ks])
   for a in (ax, ax_k):
     a.legend(fontsize=8)
   fig.tight_layout()

@@ -26,6 +26,7 @@ from flax import nnx
 import jax
 
 from configs import score as score_config
+from experiments import builders
 from experiments import loop_score
 from experiments import report
 from experiments import score_eval as se
@@ -39,16 +40,7 @@ _SCALE = flags.DEFINE_float('scale', 1.0, 'Multiplies every step count.')
 
 
 def _config(arg, **overrides):
-  c = score_config.get_config(arg)
-  c.unlock()
-  for key, value in overrides.items():
-    *parents, leaf = key.split('.')
-    node = c
-    for part in parents:
-      node = node[part]
-    node[leaf] = value
-  c.lock()
-  return c
+  return builders.override(score_config.get_config(arg), overrides)
 
 
 def _steps(n):

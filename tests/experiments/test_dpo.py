@@ -7,6 +7,7 @@ import pytest
 
 from configs import dpo as dpo_config
 from configs import reward_model as rm_config
+from experiments import builders
 from experiments import loop
 from postrain import train
 
@@ -18,17 +19,8 @@ SHORT = {'total_steps': 2, 'log_every': 1, 'eval_every': 100,
 
 
 def _config(module, arg, fast, **overrides):
-  config = module.get_config(arg)
-  config.unlock()
-  for key, value in {**fast, **SHORT, **overrides}.items():
-    *parents, leaf = key.split('.')
-    node = config
-    for part in parents:
-      node = node.get(part, {})
-    if leaf in node:
-      node[leaf] = value
-  config.lock()
-  return config
+  return builders.override(module.get_config(arg),
+                           {**fast, **SHORT, **overrides}, skip_missing=True)
 
 
 def _train_rows(workdir):

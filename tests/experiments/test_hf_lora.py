@@ -8,6 +8,7 @@ import pytest
 
 from configs import rl as rl_config
 from configs import sft as sft_config
+from experiments import builders
 from experiments import loop
 from postrain import data
 from postrain import models
@@ -15,16 +16,7 @@ from postrain import train
 
 
 def _set(config, overrides):
-  config.unlock()
-  for key, value in overrides.items():
-    *parents, leaf = key.split('.')
-    node = config
-    for part in parents:
-      node = node.get(part, {})
-    if leaf in node:
-      node[leaf] = value
-  config.lock()
-  return config
+  return builders.override(config, overrides, skip_missing=True)
 
 
 def _hf_dir(path):

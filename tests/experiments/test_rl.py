@@ -7,6 +7,7 @@ import pytest
 
 from configs import reward_model as reward_model_config
 from configs import rl as rl_config
+from experiments import builders
 from experiments import loop
 from experiments import phases
 from experiments import report
@@ -18,17 +19,8 @@ SHORT = {'total_steps': 2, 'log_every': 1, 'eval_every': 2,
 
 
 def _config(algo, fast, **overrides):
-  config = rl_config.get_config(algo)
-  config.unlock()
-  for key, value in {**fast, **SHORT, **overrides}.items():
-    *parents, leaf = key.split('.')
-    node = config
-    for part in parents:
-      node = node.get(part, {})
-    if leaf in node:
-      node[leaf] = value
-  config.lock()
-  return config
+  return builders.override(rl_config.get_config(algo),
+                           {**fast, **SHORT, **overrides}, skip_missing=True)
 
 
 @pytest.mark.parametrize('algo', [
@@ -104,16 +96,10 @@ def test_reward_model_scores_rl_samples(fast, tmp_path):
   # A reward-model run (on the synthetic preference task) with the RL run's
   # architecture and tokenizer, then GRPO with `correct:1,rm:0.5`.
   model = {'model.max_seq_len': 64}
-  rm_config = reward_model_config.get_config('tiny')
-  rm_config.unlock()
-  for key, value in {**fast, **model, 'total_steps': 2, 'eval_every': 2,
-                     'ckpt.every': 2}.items():
-    *parents, leaf = key.split('.')
-    node = rm_config
-    for part in parents:
-      node = node.get(part, {})
-    if leaf in node:
-      node[leaf] = value
+  rm_config = builders.override(
+      reward_model_config.get_config('tiny'),
+      {**fast, **model, 'total_steps': 2, 'eval_every': 2, 'ckpt.every': 2},
+      skip_missing=True)
   rm_dir = str(tmp_path / 'rm')
   loop.run(rm_config, rm_dir)
   summary = loop.run(_config('grpo', fast, **model, **{

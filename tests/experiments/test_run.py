@@ -25,17 +25,8 @@ CONFIGS = [c for c in CONFIGS if not c.endswith(('common.py', 'score.py'))]
 
 def _config(path, overrides):
   module, _ = builders.load_config_module(f'{path}:tiny')
-  config = module.get_config('tiny')
-  config.unlock()
-  for key, value in overrides.items():  # those that apply to this recipe
-    *parents, leaf = key.split('.')
-    node = config
-    for part in parents:
-      node = node.get(part, {})
-    if leaf in node:
-      node[leaf] = value
-  config.lock()
-  return config
+  return builders.override(module.get_config('tiny'), overrides,
+                           skip_missing=True)  # those of this recipe
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=os.path.basename)

@@ -31,17 +31,8 @@ SMALL = {
 
 def _config(spec, **overrides):
   module, arg = builders.load_config_module(f'{ROOT}/configs/{spec}')
-  config = module.get_config(arg)
-  config.unlock()
-  for key, value in {**SMALL, **overrides}.items():
-    *parents, leaf = key.split('.')
-    node = config
-    for part in parents:
-      node = node.get(part, {})
-    if leaf in node:
-      node[leaf] = value
-  config.lock()
-  return config
+  return builders.override(module.get_config(arg), {**SMALL, **overrides},
+                           skip_missing=True)
 
 
 @pytest.fixture(autouse=True)

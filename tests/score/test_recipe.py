@@ -13,6 +13,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import score as score_config
+from experiments import builders
 from experiments import loop
 from postrain import losses
 from postrain import recipes
@@ -29,16 +30,8 @@ FAST = {
 
 
 def _config(arg='tiny', **overrides):
-  config = score_config.get_config(arg)
-  config.unlock()
-  for key, value in {**FAST, **overrides}.items():
-    *parents, leaf = key.split('.')
-    node = config
-    for part in parents:
-      node = node[part]
-    node[leaf] = value
-  config.lock()
-  return config
+  return builders.override(score_config.get_config(arg),
+                           {**FAST, **overrides})
 
 
 @pytest.mark.parametrize('arg,extra', [
