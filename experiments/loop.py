@@ -46,7 +46,7 @@ def _run(config, workdir, mesh):
       config.optim, config.total_steps * phase.updates_per_step)
   build = lm.train_state_fn(phase, optimizer, init_rng)
   abstract = jax.eval_shape(lambda r: build(lm.random_lm(r)), init_rng)
-  shardings = sharding.tree_shardings(mesh, abstract)
+  shardings = phase.extra_shardings(sharding.tree_shardings(mesh, abstract))
   abstract = jax.tree.map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
       abstract, shardings)

@@ -52,6 +52,11 @@ class Phase:
   def lm_params(self, params):
     return params
 
+  def extra_shardings(self, shardings):
+    """The train state's shardings, with the recipe's layout of `extra`
+    (TRICE shards its memory by example); the default keeps them."""
+    return shardings
+
   def init_extra(self, params) -> dict:
     """Recipe state kept in `TrainState.extra` (reference params, ...)."""
     del params

@@ -15,6 +15,7 @@ from experiments.phases import _common
 from postrain import data
 from postrain import losses
 from postrain import recipes
+from postrain import sharding
 
 
 def answer_fn(task: str):
@@ -59,6 +60,17 @@ def rationale_eval(ctx, lm_params, rng, step) -> dict:
     out['eval/sample_accuracy'] = float(np.mean(
         [verify(t, r) for t, r in zip(roll.texts, roll.records)]))
   return out
+
+
+def memory_shardings(mesh, num_examples: int):
+  """The memory's rows split over the data-parallel devices (replicated
+  when they do not divide the number of examples)."""
+  ways = mesh.shape['data'] * mesh.shape['fsdp']
+  axis = 'batch' if num_examples % ways == 0 else None
+  rows = sharding.logical_sharding(mesh, (axis, None))
+  flags = sharding.logical_sharding(mesh, (axis,))
+  return recipes.memory.RationaleMemory(tokens=rows, length=flags,
+                                        correct=flags, hinted=flags)
 
 
 class EpochStream:
@@ -125,6 +137,11 @@ class Trice(_common.Phase):
     self._variance = jax.jit(recipes.trice.make_gradient_variance(
         ctx.graphdef, num_groups=t.variance_groups))
 
+  def extra_shardings(self, shardings):
+    self._memory_sharding = memory_shardings(self.ctx.mesh, self._n)
+    return shardings.replace(extra=dict(shardings.extra,
+                                        memory=self._memory_sharding))
+
   def init_extra(self, params):
     del params
     return {'memory': recipes.memory.init_memory(
@@ -159,8 +176,7 @@ class Trice(_common.Phase):
     memory = recipes.memory.init_memory(self._n, t.max_new_tokens,
                                         tokens=tokens, length=length,
                                         correct=correct)
-    return jax.device_put(memory, jax.tree.map(
-        lambda x: x.sharding, state.extra['memory']))
+    return jax.device_put(memory, self._memory_sharding)
 
   def batches(self, state, rng):
     ctx, t = self.ctx, self.ctx.config.trice
@@ -177,6 +193,7 @@ class Trice(_common.Phase):
                                  lambda r: ctx.fmt(r)[0])
     self._memory, rows = self._update(memory, idx, out.completions,
                                       out.completion_lengths, accepted)
+    self._memory = jax.device_put(self._memory, self._memory_sharding)
     rows = _common.host(rows)
     batch = recipes.trice.candidate_rows(
         out.prompts, out.prompt_lengths, rows.tokens, rows.length, out,

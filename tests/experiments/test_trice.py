@@ -3,6 +3,7 @@
 import json
 import os
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -10,6 +11,8 @@ import pytest
 from experiments import builders
 from experiments import loop
 from experiments.phases import rejection
+from experiments.phases import trice
+from postrain import sharding
 from postrain import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
@@ -117,3 +120,13 @@ def test_gsm8k_config_runs_on_local_jsonl(tmp_path):
       'model.max_seq_len': 64})
   summary = loop.run(config, str(tmp_path / 'run'))
   assert summary['steps'] == 1 and 'after/accuracy' in summary
+
+
+def test_memory_is_sharded_by_example_when_devices_divide_it():
+  mesh = sharding.make_mesh([('data', -1), ('fsdp', 1), ('tensor', 1)])
+  ways = jax.device_count()
+  split = trice.memory_shardings(mesh, 3 * ways)
+  assert split.tokens.spec[0] == ('data', 'fsdp')
+  assert split.correct.shard_shape((3 * ways,)) == (3,)
+  whole = trice.memory_shardings(mesh, 3 * ways + 1)
+  assert whole.tokens.is_fully_replicated and whole.hinted.is_fully_replicated
