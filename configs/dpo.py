@@ -102,6 +102,10 @@ def get_config(arg=None):
       num_pairs=256,  # held-out pairs
       num_prompts=1, num_samples=512,  # sampled responses per prompt
       exact=True))  # synthetic task: exact sums over all 4096 responses
+  # LoRA adapters (rank 0 = off); π_ref is then the frozen base itself (no
+  # second copy). Needs dpo.ref_pretrain_steps=0 and init_from / hf_path.
+  c.lora = ml_collections.ConfigDict(dict(rank=0, alpha=16.0,
+                                          targets='q,k,v,o'))
   c.ckpt = ml_collections.ConfigDict(dict(every=100, keep=2, use_async=True))
   c.mesh = [('data', -1), ('fsdp', 1), ('tensor', 1)]
   c.lock()

@@ -338,6 +338,10 @@ def _check(c):
     raise ValueError("config.dpo.loss_type='kto' pairs each prompt with "
                      "another row's completion per batch: set "
                      "dpo.reference='live'.")
+  if d.ref_pretrain_steps and c.get('lora') and c.lora.rank:
+    raise ValueError('config.dpo.ref_pretrain_steps > 0 trains every weight '
+                     'of π_ref, which LoRA keeps frozen: set lora.rank=0, or '
+                     'ref_pretrain_steps=0 with init_from a pretrained run.')
   if d.ref_pretrain_steps and (c.init_from or
                                c.data.task != 'synthetic_preference'):
     raise ValueError('config.dpo.ref_pretrain_steps > 0 pretrains π_ref on the '

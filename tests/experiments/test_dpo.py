@@ -1,5 +1,6 @@
 """DPO and reward-model phases through the runner."""
 
+import json
 import os
 
 import numpy as np
@@ -9,6 +10,7 @@ from configs import dpo as dpo_config
 from configs import reward_model as rm_config
 from experiments import builders
 from experiments import loop
+from experiments.phases import dpo as dpo_phase
 from postrain import train
 
 # Cheap runs: no π_ref pretraining, no sampled or enumerated evaluation.
@@ -105,3 +107,20 @@ def test_tiny_lm_dpo_raises_the_known_reward(fast, tmp_path):
   assert s['after/reward_exact'] > s['before/reward_exact'] + 0.5
   assert s['after/reward'] > s['before/reward'] + 0.5  # of 256 samples
   assert s['after/kl_star'] < s['before/kl_star'] - 1.0
+
+
+def test_lora_with_reference_pretraining_is_refused(fast):
+  config = _config(dpo_config, 'tiny', fast, **{'lora.rank': 4,
+                                                'dpo.ref_pretrain_steps': 10})
+  with pytest.raises(ValueError, match='lora.rank=0'):
+    dpo_phase._check(config)
+
+
+def test_lora_dpo_trains_adapters_against_the_frozen_base(fast, tmp_path):
+  summary = loop.run(_config(dpo_config, 'tiny', fast, **{
+      'lora.rank': 4, 'dpo.reference': 'live'}), str(tmp_path / 'dpo'))
+  assert summary['updates'] == 2 and np.isfinite(summary['train_loss'])
+  # The checkpoint's trained params are the adapters alone.
+  meta = tmp_path / 'dpo' / 'checkpoints' / '2' / 'params' / '_METADATA'
+  paths = json.loads(meta.read_text())['tree_metadata']
+  assert paths and all('lora' in p for p in paths)
