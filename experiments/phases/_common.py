@@ -1,5 +1,6 @@
 """What every phase shares: the run context, prompt streams, greedy eval."""
 
+import abc
 import dataclasses
 from typing import Any
 
@@ -28,7 +29,7 @@ class Context:
   mesh: Any
 
 
-class Phase:
+class Phase(abc.ABC):
   """One recipe's part of the loop. The loop calls, per step:
 
     batches, metrics = phase.batches(state, rng)   # generation phase
@@ -62,8 +63,9 @@ class Phase:
     del params
     return {}
 
+  @abc.abstractmethod
   def batches(self, state, rng) -> tuple[list[dict], dict]:
-    raise NotImplementedError
+    """`(update batches of this step, generation-phase metrics)`."""
 
   def update_state(self, state):
     """The train state after the generation phase, before the updates.
